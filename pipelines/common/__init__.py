@@ -1,0 +1,2 @@
+"""Machinery shared by every competition: atomic I/O, stage caching, CV engine, blending,
+submission checks, Kaggle I/O, run records and the comparison report."""

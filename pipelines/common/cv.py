@@ -1,0 +1,254 @@
+"""One K-fold cross-validation engine for every model of both competitions.
+
+A model plugs in as an object with four methods (see ``CVModel``); the engine owns the folds,
+the timing, the per-fold checkpoints (an interrupted run resumes at the fold it was in), the
+metrics and the output format, so blending and comparison are generic:
+
+    models/<comp>/<source>/<model>/
+        oof.parquet      id, fold, target, <pred columns>   one row per train row, every row once
+        test.parquet     id, <pred columns>                  fold models' test predictions averaged
+        metrics.json     overall and per-fold log loss / AUC / accuracy, fit and predict seconds
+        params.json      the model's parameters and seed
+        run.json         run record (git, versions, inputs, times)
+        history.json     per-fold learning curves (neural models)
+        folds/fold_<k>.npz, folds/fold_<k>/   fold checkpoints and fitted fold models
+
+Prediction columns: binary tasks have one column (probability of the positive class, named by
+``class_names[0]``, e.g. ``is_duplicate``); multi-class tasks one column per class
+(``Type_1, Type_2, Type_3``).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
+from sklearn.model_selection import StratifiedKFold
+
+from pipelines.common.io import read_json, save_npz, sha256_json, write_json, write_parquet
+from pipelines.common.records import now, run_record
+
+log = logging.getLogger(__name__)
+EPS = 1e-15
+
+
+def make_folds(y: np.ndarray, n_folds: int = 5, seed: int = 42) -> np.ndarray:
+    """Stratified fold id (0..n_folds-1) of every train row, fixed by the seed."""
+    y = np.asarray(y)
+    folds = np.full(len(y), -1, dtype=np.int8)
+    skf = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    for k, (_, valid_idx) in enumerate(skf.split(np.zeros(len(y)), y)):
+        folds[valid_idx] = k
+    return folds
+
+
+def set_global_seed(seed: int, deterministic_keras: bool = False) -> None:
+    """Seed Python, NumPy and (when already imported) Keras/TensorFlow."""
+    random.seed(seed)
+    np.random.seed(seed)
+    if "keras" in sys.modules:
+        import keras
+
+        keras.utils.set_random_seed(seed)
+        if deterministic_keras:
+            import tensorflow as tf
+
+            try:
+                tf.config.experimental.enable_op_determinism()
+            except Exception as exc:  # pragma: no cover - depends on TF build
+                log.warning("could not enable deterministic TF ops: %s", exc)
+
+
+def clip_probs(pred: np.ndarray) -> np.ndarray:
+    pred = np.clip(np.asarray(pred, dtype=np.float64), EPS, 1 - EPS)
+    if pred.ndim == 2:
+        pred = pred / pred.sum(axis=1, keepdims=True)
+    return pred
+
+
+def score(task: str, y_true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """Log loss, accuracy and (binary) ROC AUC."""
+    y_true = np.asarray(y_true)
+    pred = clip_probs(pred)
+    if task == "binary":
+        out = {"log_loss": float(log_loss(y_true, pred, labels=[0, 1])),
+               "accuracy": float(accuracy_score(y_true, pred > 0.5))}
+        out["auc"] = float(roc_auc_score(y_true, pred)) if len(np.unique(y_true)) == 2 else float("nan")
+        return out
+    n_classes = pred.shape[1]
+    return {"log_loss": float(log_loss(y_true, pred, labels=list(range(n_classes)))),
+            "accuracy": float(accuracy_score(y_true, pred.argmax(axis=1)))}
+
+
+class CVModel(Protocol):
+    """What a model provides to the engine. Indices are row positions in the train arrays."""
+
+    name: str
+    params: dict
+
+    def fit(self, fold: int, train_idx: np.ndarray, valid_idx: np.ndarray, fold_dir: Path) -> Any:
+        """Fit on train_idx (valid_idx may drive early stopping); fold_dir is for checkpoints."""
+
+    def predict_valid(self, model: Any, valid_idx: np.ndarray) -> np.ndarray:
+        """Probabilities for the given train rows: shape (n,) binary or (n, K) multi-class."""
+
+    def predict_test(self, model: Any) -> np.ndarray | None:
+        """Probabilities for every test row, or None when there is no test set."""
+
+    def save(self, model: Any, fold_dir: Path) -> None:
+        """Persist the fitted fold model into fold_dir (optional; may do nothing)."""
+
+
+def pred_frame(ids: np.ndarray, pred: np.ndarray, class_names: Sequence[str]) -> pd.DataFrame:
+    pred = np.asarray(pred)
+    df = pd.DataFrame({"id": ids})
+    if pred.ndim == 1:
+        df[class_names[0]] = pred.astype(np.float64)
+    else:
+        for j, name in enumerate(class_names):
+            df[name] = pred[:, j].astype(np.float64)
+    return df
+
+
+def pred_columns(df: pd.DataFrame) -> list[str]:
+    return [c for c in df.columns if c not in ("id", "fold", "target")]
+
+
+def run_cv(model: CVModel, *, comp: str, source: str, out_dir: Path, y: np.ndarray, folds: np.ndarray,
+           train_ids: np.ndarray, test_ids: np.ndarray | None, task: str, class_names: Sequence[str],
+           seed: int, inputs: dict | None = None, resume: bool = True, only_folds: Sequence[int] | None = None,
+           progress: bool = True) -> dict:
+    """Run K-fold CV of ``model`` and write its predictions, metrics and record into out_dir.
+
+    Per-fold results are checkpointed to ``out_dir/folds/fold_<k>.npz``; with ``resume`` a fold
+    whose checkpoint matches the current parameters is not fitted again.
+    ``inputs`` (name -> fingerprint) is recorded so a later comparison can flag stale models.
+    """
+    out_dir = Path(out_dir)
+    folds_dir = out_dir / "folds"
+    started = now()
+    y = np.asarray(y)
+    folds = np.asarray(folds)
+    n_folds = int(folds.max()) + 1
+    cv_key = sha256_json({"params": model.params, "seed": seed, "folds": sha256_json(folds.tolist()),
+                          "inputs": inputs or {}})
+    state_path = folds_dir / "cv_state.json"
+    if folds_dir.exists():
+        stale = not resume or not state_path.exists() or read_json(state_path).get("key") != cv_key
+        if stale:
+            log.info("%s: parameters or inputs changed since the last run; starting the folds afresh", model.name)
+            shutil.rmtree(folds_dir)
+    folds_dir.mkdir(parents=True, exist_ok=True)
+    write_json(state_path, {"key": cv_key, "model": model.name})
+
+    todo = list(range(n_folds)) if only_folds is None else list(only_folds)
+    for k in todo:
+        ckpt = folds_dir / f"fold_{k}.npz"
+        if ckpt.exists():
+            log.info("%s fold %d/%d: done in an earlier run, resuming after it", model.name, k + 1, n_folds)
+            continue
+        train_idx = np.flatnonzero(folds != k)
+        valid_idx = np.flatnonzero(folds == k)
+        fold_dir = folds_dir / f"fold_{k}"
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        set_global_seed(seed + k)
+        log.info("%s fold %d/%d: fit on %d rows, validate on %d", model.name, k + 1, n_folds,
+                 len(train_idx), len(valid_idx))
+        t0 = time.perf_counter()
+        fitted = model.fit(k, train_idx, valid_idx, fold_dir)
+        fit_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        valid_pred = np.asarray(model.predict_valid(fitted, valid_idx))
+        test_pred = model.predict_test(fitted) if test_ids is not None else None
+        predict_s = time.perf_counter() - t0
+        model.save(fitted, fold_dir)
+        history = getattr(model, "history", None) or {}
+        fold_score = score(task, y[valid_idx], valid_pred)
+        log.info("%s fold %d/%d: log loss %.5f (fit %.1fs, predict %.1fs)", model.name, k + 1, n_folds,
+                 fold_score["log_loss"], fit_s, predict_s)
+        arrays = {"valid_idx": valid_idx, "valid_pred": valid_pred, "fit_s": np.float64(fit_s),
+                  "predict_s": np.float64(predict_s), "history": np.array(json.dumps(history))}
+        if test_pred is not None:
+            arrays["test_pred"] = np.asarray(test_pred)
+        save_npz(ckpt, **arrays)
+        del fitted
+
+    done = [k for k in range(n_folds) if (folds_dir / f"fold_{k}.npz").exists()]
+    if len(done) < n_folds:
+        log.info("%s: %d of %d folds done; run again to finish", model.name, len(done), n_folds)
+        return {"complete": False, "folds_done": done}
+    return finish_cv(model, comp=comp, source=source, out_dir=out_dir, y=y, folds=folds, train_ids=train_ids,
+                     test_ids=test_ids, task=task, class_names=class_names, seed=seed, inputs=inputs,
+                     started=started)
+
+
+def finish_cv(model, *, comp, source, out_dir, y, folds, train_ids, test_ids, task, class_names, seed, inputs,
+              started) -> dict:
+    out_dir = Path(out_dir)
+    n_folds = int(folds.max()) + 1
+    oof = None
+    test_sum = None
+    per_fold, fit_s, predict_s, histories = [], [], [], {}
+    for k in range(n_folds):
+        with np.load(out_dir / "folds" / f"fold_{k}.npz", allow_pickle=False) as z:
+            valid_idx, valid_pred = z["valid_idx"], z["valid_pred"]
+            if oof is None:
+                oof = np.full((len(y),) + valid_pred.shape[1:], np.nan)
+            oof[valid_idx] = valid_pred
+            if "test_pred" in z:
+                test_sum = z["test_pred"].astype(np.float64) if test_sum is None else test_sum + z["test_pred"]
+            fit_s.append(float(z["fit_s"]))
+            predict_s.append(float(z["predict_s"]))
+            histories[str(k)] = json.loads(str(z["history"]))
+        per_fold.append(score(task, y[valid_idx], valid_pred))
+    if np.isnan(oof).any():
+        raise RuntimeError(f"{model.name}: out-of-fold predictions do not cover every train row")
+
+    oof_df = pred_frame(train_ids, oof, class_names)
+    oof_df.insert(1, "fold", folds.astype(np.int16))
+    oof_df.insert(2, "target", y)
+    write_parquet(out_dir / "oof.parquet", oof_df)
+    if test_sum is not None:
+        write_parquet(out_dir / "test.parquet", pred_frame(test_ids, test_sum / n_folds, class_names))
+
+    overall = score(task, y, oof)
+    fold_ll = [f["log_loss"] for f in per_fold]
+    metrics = {
+        "model": model.name, "task": task, "n_train": int(len(y)), "n_folds": n_folds,
+        "n_test": int(len(test_ids)) if test_ids is not None else 0,
+        **overall,
+        "log_loss_mean": float(np.mean(fold_ll)), "log_loss_std": float(np.std(fold_ll)),
+        "folds": per_fold,
+        "fit_seconds": float(np.sum(fit_s)), "predict_seconds": float(np.sum(predict_s)),
+        "fit_seconds_per_fold": fit_s, "predict_seconds_per_fold": predict_s,
+    }
+    write_json(out_dir / "metrics.json", metrics)
+    write_json(out_dir / "params.json", {"model": model.name, "params": model.params, "seed": seed})
+    if any(histories.values()):
+        write_json(out_dir / "history.json", histories)
+        try:
+            from pipelines.common.plots import plot_learning_curves
+
+            plot_learning_curves(histories, out_dir / "learning_curve.png", title=f"{comp} {model.name}")
+        except Exception as exc:  # a plot must never lose a finished run
+            log.warning("%s: learning-curve plot failed: %s", model.name, exc)
+    write_json(out_dir / "run.json", run_record(comp, source, model.name, model.params, seed, started, inputs))
+    log.info("%s: CV log loss %.5f (folds %.5f ± %.5f) -> %s", model.name, overall["log_loss"],
+             metrics["log_loss_mean"], metrics["log_loss_std"], out_dir)
+    return {"complete": True, **metrics}
+
+
+def load_predictions(model_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """(oof, test) frames of a finished model run."""
+    model_dir = Path(model_dir)
+    oof = pd.read_parquet(model_dir / "oof.parquet")
+    test_path = model_dir / "test.parquet"
+    return oof, (pd.read_parquet(test_path) if test_path.exists() else None)
