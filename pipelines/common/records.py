@@ -71,3 +71,17 @@ def run_record(comp: str, source: str, model: str, params: dict, seed: int, star
         "started": started,
         "finished": now(),
     }
+
+
+def input_fingerprints(paths) -> dict[str, str | None]:
+    """{path relative to the project root: sha256} of a run's inputs (e.g. the features lock file),
+    recorded in run.json so the comparison can flag a model trained on features that changed since."""
+    out = {}
+    for p in paths:
+        p = Path(p)
+        try:
+            key = str(p.resolve().relative_to(config.ROOT.resolve()))
+        except ValueError:
+            key = str(p.resolve())
+        out[key] = sha256_file(p) if p.exists() else None
+    return out
