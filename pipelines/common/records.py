@@ -34,7 +34,10 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def git_state(root: Path = config.ROOT) -> dict:
+CODE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def git_state(root: Path = CODE_ROOT) -> dict:
     def git(*args):
         return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
 

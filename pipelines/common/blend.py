@@ -1,0 +1,351 @@
+"""Blend stage (both competitions): ``make blend COMP=<comp> [ARGS='--method stack --models a,b']``.
+
+Reads every finished model run under ``models/<comp>/<source>/`` (a folder with oof.parquet and
+test.parquet; ``blend`` itself excluded), checks they were trained on the same rows, folds and
+targets, and fits a blend on their out-of-fold predictions:
+
+- ``--method weights`` (default): non-negative weights summing to 1, one per model, applied to the
+  probability rows (binary or multi-class), minimising log loss (SciPy SLSQP);
+- ``--method stack``: a logistic-regression stacker on the models' logits (binary) or
+  log-probabilities (multi-class).
+
+The reported blend score is honest: the blend's OOF prediction of fold k comes from a blend fitted
+on the other folds' OOF only (cross-fitting). The weights used for the test set are then fitted on
+all OOF. The blend is written as a model run, ``models/<comp>/<source>/blend/``, in the CV engine's
+format, and a leaderboard CSV goes to ``submissions/<comp>/`` (see ``pipelines.common.submission``).
+
+Competition-specific options (e.g. Quora's test-prior correction) come from each
+``pipelines.<comp>.submission.add_arguments``; ``--help`` lists those of every competition in
+their own group, and each applies only to its own competition. That keeps the option set fixed
+whatever ``--comp`` is, instead of peeking at the command line while building the parser.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipelines import config
+from pipelines.common.cv import EPS, load_predictions, pred_columns, pred_frame, score
+from pipelines.common.io import read_json, sha256_file, sha256_json, write_json, write_parquet
+from pipelines.common.log import StageError
+from pipelines.common.records import input_fingerprints, now, run_record
+from pipelines.common.stage import Stage
+from pipelines.common.submission import competition_module, write_submission
+
+log = logging.getLogger(__name__)
+BLEND = "blend"
+OUTS = ["oof.parquet", "test.parquet", "metrics.json", "params.json", "run.json"]
+
+
+# ----- command line ------------------------------------------------------------------------------
+
+def competition_options(comp: str) -> dict:
+    """{dest: default} of the options ``pipelines.<comp>.submission.add_arguments`` defines."""
+    try:
+        mod = competition_module(comp)
+    except StageError:
+        return {}
+    probe = argparse.ArgumentParser(add_help=False)
+    mod.add_arguments(probe)
+    return vars(probe.parse_args([]))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--method", choices=["weights", "stack"], default="weights",
+                        help="weights: non-negative weights summing to 1 (default); stack: logistic regression "
+                             "on the models' logits")
+    parser.add_argument("--models", default=None,
+                        help="comma-separated subset of the trained models to blend (default: every finished one)")
+    parser.add_argument("--stack-C", type=float, default=1.0, help="inverse regularisation of the stacker")
+    parser.add_argument("--name", default=None,
+                        help="submission file name (default: <source>-blend-<method>-<timestamp>)")
+    parser.add_argument("--no-submission", action="store_true", help="fit and write the blend only")
+    for comp in config.COMPETITIONS:
+        try:
+            mod = competition_module(comp)
+        except StageError:  # that competition's submission module is not there (yet): no options for it
+            continue
+        mod.add_arguments(parser)
+
+
+# ----- loading -----------------------------------------------------------------------------------
+
+def finished_runs(models_root: Path, subset: list[str] | None = None) -> dict[str, Path]:
+    """{model name: folder} of runs with both oof.parquet and test.parquet, in name order."""
+    runs = {}
+    if models_root.is_dir():
+        for d in sorted(p for p in models_root.iterdir() if p.is_dir() and p.name != BLEND):
+            if (d / "oof.parquet").exists() and (d / "test.parquet").exists():
+                runs[d.name] = d
+            else:
+                log.info("skipping %s: not a finished run (no oof.parquet/test.parquet)", d.name)
+    if subset:
+        unknown = [m for m in subset if m not in runs]
+        if unknown:
+            raise StageError(f"--models names {unknown} that have no finished run in {models_root} "
+                             f"(finished: {', '.join(runs) or 'none'})")
+        runs = {m: runs[m] for m in subset}
+    return runs
+
+
+def _align(frame: pd.DataFrame, ref_ids: np.ndarray, what: str, name: str, first: str) -> pd.DataFrame:
+    ids = frame["id"].to_numpy()
+    if len(ids) == len(ref_ids) and np.array_equal(ids, ref_ids):
+        return frame.reset_index(drop=True)
+    if len(ids) != len(ref_ids) or set(ids.tolist()) != set(ref_ids.tolist()) or frame["id"].duplicated().any():
+        raise StageError(f"{name} and {first} have different {what} rows ({len(ids)} vs {len(ref_ids)}): they were "
+                         "trained on different data; retrain one of them (`make train`) or pass --models")
+    return frame.set_index("id").loc[ref_ids].reset_index()
+
+
+def load_runs(runs: dict[str, Path]) -> dict:
+    """Aligned predictions of the runs: ids, folds, y, class names, OOF (M, n, C) and test (M, n_test, C)."""
+    names = list(runs)
+    first = names[0]
+    oof0, test0 = load_predictions(runs[first])
+    classes = pred_columns(oof0)
+    ids, test_ids = oof0["id"].to_numpy(), test0["id"].to_numpy()
+    folds, y = oof0["fold"].to_numpy(), oof0["target"].to_numpy()
+    oofs, tests = [], []
+    for name in names:
+        oof, test = (oof0, test0) if name == first else load_predictions(runs[name])
+        if pred_columns(oof) != classes or pred_columns(test) != classes:
+            raise StageError(f"{name} predicts columns {pred_columns(oof)} but {first} predicts {classes}")
+        oof = _align(oof, ids, "train", name, first)
+        test = _align(test, test_ids, "test", name, first)
+        if not np.array_equal(oof["fold"].to_numpy(), folds):
+            raise StageError(f"{name} used other folds than {first}: blend weights fitted on their OOF would leak; "
+                             "retrain on the same features")
+        if not np.array_equal(oof["target"].to_numpy(), y):
+            raise StageError(f"{name} has other targets than {first}: retrain on the same features")
+        oofs.append(oof[classes].to_numpy(dtype=np.float64))
+        tests.append(test[classes].to_numpy(dtype=np.float64))
+    return {"names": names, "ids": ids, "test_ids": test_ids, "folds": folds.astype(int),
+            "y": y.astype(int), "classes": classes,
+            "oof": np.stack([as_class_probs(p) for p in oofs]), "test": np.stack([as_class_probs(p) for p in tests])}
+
+
+def as_class_probs(pred: np.ndarray) -> np.ndarray:
+    """(n,) or (n, 1) binary probabilities -> (n, 2); (n, K) class probabilities unchanged."""
+    pred = np.asarray(pred, dtype=np.float64)
+    if pred.ndim == 1 or pred.shape[1] == 1:
+        p = pred.reshape(-1)
+        return np.column_stack([1 - p, p])
+    return pred
+
+
+def task_pred(probs: np.ndarray) -> np.ndarray:
+    """Class probabilities -> the engine's prediction shape: (n,) for binary, (n, K) otherwise."""
+    return probs[:, 1] if probs.shape[1] == 2 else probs
+
+
+# ----- fitting -----------------------------------------------------------------------------------
+
+def fit_weights(P: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Non-negative weights summing to 1 minimising the log loss of sum_m w_m P_m; P is (M, n, C)."""
+    from scipy.optimize import minimize
+
+    M = P.shape[0]
+    if M == 1:
+        return np.ones(1)
+    q = np.clip(P[:, np.arange(P.shape[1]), y], EPS, 1.0)  # (M, n) probability of the true class
+
+    def loss(w):
+        return -np.mean(np.log(np.clip(w @ q, EPS, None)))
+
+    def grad(w):
+        return -np.mean(q / np.clip(w @ q, EPS, None), axis=1)
+
+    res = minimize(loss, np.full(M, 1.0 / M), jac=grad, method="SLSQP", bounds=[(0.0, 1.0)] * M,
+                   constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones(M)}],
+                   options={"ftol": 1e-12, "maxiter": 1000})
+    if not res.success:
+        log.warning("blend weight fit did not converge (%s); using its last weights", res.message)
+    w = np.clip(res.x, 0.0, None)
+    return w / w.sum()
+
+
+def apply_weights(w: np.ndarray, P: np.ndarray) -> np.ndarray:
+    return np.tensordot(w, P, axes=1)
+
+
+def stack_features(P: np.ndarray) -> np.ndarray:
+    """(M, n, C) -> (n, F): logits of the positive class (binary) or log-probabilities (multi-class)."""
+    P = np.clip(P, EPS, 1 - EPS)
+    if P.shape[2] == 2:
+        p = P[:, :, 1]
+        return (np.log(p) - np.log1p(-p)).T
+    return np.log(P).transpose(1, 0, 2).reshape(P.shape[1], -1)
+
+
+def fit_stacker(P: np.ndarray, y: np.ndarray, C: float):
+    from sklearn.linear_model import LogisticRegression
+
+    n_classes = P.shape[2]
+    if len(np.unique(y)) < n_classes:
+        raise StageError(f"the stacker needs every one of the {n_classes} classes in each fold's training part")
+    return LogisticRegression(C=C, max_iter=2000).fit(stack_features(P), y)
+
+
+class Blender:
+    """One blend method: fit on (P, y), apply to P, describe what was fitted."""
+
+    def __init__(self, method: str, stack_C: float = 1.0):
+        if method not in ("weights", "stack"):
+            raise ValueError(f"unknown blend method {method!r}")
+        self.method, self.stack_C = method, stack_C
+
+    def fit(self, P, y):
+        return fit_weights(P, y) if self.method == "weights" else fit_stacker(P, y, self.stack_C)
+
+    def apply(self, fitted, P) -> np.ndarray:
+        if self.method == "weights":
+            return apply_weights(fitted, P)
+        return fitted.predict_proba(stack_features(P))
+
+    def describe(self, fitted, names: list[str]) -> dict:
+        if self.method == "weights":
+            return {"weights": {n: float(w) for n, w in zip(names, fitted)}}
+        return {"coef": np.asarray(fitted.coef_).tolist(), "intercept": np.asarray(fitted.intercept_).tolist(),
+                "features": names}
+
+
+def cross_fit(blender: Blender, P: np.ndarray, y: np.ndarray, folds: np.ndarray) -> tuple[np.ndarray, list]:
+    """Honest blend OOF: rows of fold k predicted by a blend fitted on the other folds only."""
+    out = np.zeros(P.shape[1:])
+    fitted_per_fold = []
+    for k in range(int(folds.max()) + 1):
+        valid = folds == k
+        fitted = blender.fit(P[:, ~valid], y[~valid])
+        out[valid] = blender.apply(fitted, P[:, valid])
+        fitted_per_fold.append(fitted)
+    return out, fitted_per_fold
+
+
+# ----- the stage ---------------------------------------------------------------------------------
+
+def blend_runs(data: dict, method: str, stack_C: float = 1.0) -> dict:
+    """Cross-fitted OOF, all-OOF fit applied to test, and the per-model and blend scores."""
+    blender = Blender(method, stack_C)
+    task = "binary" if len(data["classes"]) == 1 else "multiclass"
+    y, folds, P = data["y"], data["folds"], data["oof"]
+    t0 = time.perf_counter()
+    oof, per_fold_fits = cross_fit(blender, P, y, folds)
+    final = blender.fit(P, y)
+    test = blender.apply(final, data["test"])
+    fit_s = time.perf_counter() - t0
+    n_folds = int(folds.max()) + 1
+    per_fold = [score(task, y[folds == k], task_pred(oof[folds == k])) for k in range(n_folds)]
+    fold_ll = [f["log_loss"] for f in per_fold]
+    models = {n: score(task, y, task_pred(P[m])) for m, n in enumerate(data["names"])}
+    described = blender.describe(final, data["names"])
+    metrics = {
+        "model": BLEND, "task": task, "n_train": int(len(y)), "n_folds": n_folds, "n_test": int(len(test)),
+        **score(task, y, task_pred(oof)),
+        "log_loss_mean": float(np.mean(fold_ll)), "log_loss_std": float(np.std(fold_ll)), "folds": per_fold,
+        "fit_seconds": float(fit_s), "predict_seconds": 0.0, "method": method,
+        "scoring": "cross-fitted: fold k scored by a blend fitted on the other folds' OOF",
+        "in_sample_log_loss": score(task, y, task_pred(blender.apply(final, P)))["log_loss"],
+        "models": models, **described,
+    }
+    params = {"method": method, "models": data["names"], **described,
+              "fold_fits": [blender.describe(f, data["names"]) for f in per_fold_fits]}
+    if method == "stack":
+        params["stack_C"] = stack_C
+    return {"task": task, "oof": oof, "test": test, "metrics": metrics, "params": params}
+
+
+def write_blend_run(out_dir: Path, data: dict, result: dict, comp: str, source: str, seed: int, started: str,
+                    inputs: dict) -> None:
+    """The blend as a model run in the CV engine's format."""
+    classes = data["classes"]
+    oof_df = pred_frame(data["ids"], task_pred(result["oof"]), classes)
+    oof_df.insert(1, "fold", data["folds"].astype(np.int16))
+    oof_df.insert(2, "target", data["y"])
+    write_parquet(out_dir / "oof.parquet", oof_df)
+    write_parquet(out_dir / "test.parquet", pred_frame(data["test_ids"], task_pred(result["test"]), classes))
+    write_json(out_dir / "metrics.json", result["metrics"])
+    write_json(out_dir / "params.json", {"model": BLEND, "params": result["params"], "seed": seed})
+    write_json(out_dir / "run.json", run_record(comp, source, BLEND, result["params"], seed, started, inputs))
+
+
+def report_table(metrics: dict) -> str:
+    """Every model's OOF scores beside the blend's, with its weight when the blend has weights."""
+    weights = metrics.get("weights", {})
+    rows = [(name, s, weights.get(name)) for name, s in metrics["models"].items()]
+    rows.append((f"{BLEND} ({metrics['method']})", metrics, None))
+    width = max(len(r[0]) for r in rows) + 2
+
+    def fmt(v):
+        return "       -" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:8.5f}"
+
+    lines = [f"{'model':<{width}}{'log loss':>9}{'AUC':>9}{'accuracy':>9}{'weight':>9}"]
+    for name, s, w in rows:
+        lines.append(f"{name:<{width}} {fmt(s['log_loss'])} {fmt(s.get('auc'))} {fmt(s['accuracy'])} {fmt(w)}")
+    return "\n".join(lines)
+
+
+def submission_name(source: str, method: str) -> str:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{config.source_label(source)}-blend-{method}-{stamp}"
+
+
+def write_blend_submission(args: argparse.Namespace, out_dir: Path) -> Path | None:
+    """The leaderboard CSV of the blend's test predictions, unless this exact one was already written."""
+    comp, source = args.comp, args.source
+    options = {k: getattr(args, k, v) for k, v in competition_options(comp).items()}
+    key = sha256_json({"test": sha256_file(out_dir / "test.parquet"), "options": options})
+    record_path = out_dir / "submissions.json"
+    record = read_json(record_path) if record_path.exists() else []
+    if args.name is None:
+        for entry in record:
+            if entry.get("key") == key and Path(entry["path"]).exists():
+                log.info("submission of this blend already written: %s (pass --name to write another)",
+                         entry["path"])
+                return Path(entry["path"])
+    mod = competition_module(comp)
+    df = mod.to_submission(pd.read_parquet(out_dir / "test.parquet"), args)
+    path = write_submission(comp, df, args.name or submission_name(source, args.method), source)
+    record.append({"path": str(path), "key": key, "options": options, "written": now()})
+    write_json(record_path, record)
+    return path
+
+
+def main(args: argparse.Namespace) -> int:
+    comp, source = args.comp, args.source
+    models_root = config.models_dir(comp, source)
+    subset = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    runs = finished_runs(models_root, subset)
+    if not runs:
+        raise StageError(f"no finished models in {models_root}: run `make train COMP={comp} SOURCE={source}` first")
+    out_dir = config.model_dir(comp, source, BLEND)
+    params = {"method": args.method, "models": list(runs), "seed": args.seed,
+              "stack_C": args.stack_C if args.method == "stack" else None}
+    deps = [runs[m] / f for m in runs for f in ("oof.parquet", "test.parquet")]
+    stage = Stage(BLEND, out_dir, deps=deps, params=params, outs=OUTS)
+    if stage.up_to_date():
+        log.info(stage.skip_message())
+        metrics = read_json(out_dir / "metrics.json")
+    else:
+        started = now()
+        log.info("blending %d model(s) of %s/%s by %s: %s", len(runs), comp, config.source_label(source),
+                 args.method, ", ".join(runs))
+        data = load_runs(runs)
+        result = blend_runs(data, args.method, args.stack_C)
+        write_blend_run(out_dir, data, result, comp, source, args.seed, started, input_fingerprints(deps))
+        stage.done()
+        metrics = result["metrics"]
+    print(f"\n{comp}/{config.source_label(source)}: out-of-fold scores ({metrics['n_train']} train rows; "
+          f"the blend's cross-fitted)\n{report_table(metrics)}\n", flush=True)
+    best_name, best = min(metrics["models"].items(), key=lambda kv: kv[1]["log_loss"])
+    log.info("blend OOF log loss %.5f vs best single model %s %.5f -> %s", metrics["log_loss"], best_name,
+             best["log_loss"], out_dir)
+    if not args.no_submission:
+        write_blend_submission(args, out_dir)
+    return 0

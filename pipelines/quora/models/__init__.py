@@ -1,0 +1,84 @@
+"""Quora models for the CV engine, and the one reader of the features folder they share.
+
+Every model is a ``pipelines.common.cv.CVModel``: it receives train-row positions from the engine
+and reads its inputs through ``QuoraFeatures``, so no model knows where or how features are stored.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipelines.common.log import StageError
+
+REQUIRED = ("ids_train.npy", "ids_test.npy", "labels.npy", "folds.npy", "features.lock.json")
+
+
+class QuoraFeatures:
+    """Read-only access to ``config.features_dir('quora', source)``; arrays are loaded once, on first use."""
+
+    def __init__(self, features_dir: Path, source_hint: str = "<source>"):
+        self.dir = Path(features_dir)
+        self.source_hint = source_hint
+        if not self.dir.is_dir() or not (self.dir / "features.lock.json").exists():
+            raise StageError(f"no features in {self.dir}: run `make features COMP=quora SOURCE={source_hint}` first")
+        missing = [name for name in REQUIRED if not (self.dir / name).exists()]
+        if missing:
+            raise StageError(self._missing_message(missing))
+
+    def _missing_message(self, missing: list[str]) -> str:
+        return (f"features folder {self.dir} lacks {', '.join(missing)}: re-run "
+                f"`make features COMP=quora SOURCE={self.source_hint}`")
+
+    def path(self, name: str) -> Path:
+        p = self.dir / name
+        if not p.exists():
+            raise StageError(self._missing_message([name]))
+        return p
+
+    @property
+    def lock_path(self) -> Path:
+        return self.dir / "features.lock.json"
+
+    @functools.cached_property
+    def labels(self) -> np.ndarray:
+        return np.load(self.path("labels.npy")).astype(np.int8)
+
+    @functools.cached_property
+    def folds(self) -> np.ndarray:
+        folds = np.load(self.path("folds.npy"))
+        if len(folds) != len(self.labels):
+            raise StageError(f"{self.dir}: folds.npy has {len(folds)} rows but labels.npy {len(self.labels)}; "
+                             f"re-run `make features COMP=quora SOURCE={self.source_hint}`")
+        return folds
+
+    @functools.cached_property
+    def ids_train(self) -> np.ndarray:
+        return np.load(self.path("ids_train.npy"))
+
+    @functools.cached_property
+    def ids_test(self) -> np.ndarray:
+        return np.load(self.path("ids_test.npy"))
+
+    @property
+    def train_positive_rate(self) -> float:
+        return float(np.mean(self.labels))
+
+    def pair_features(self, part: str) -> pd.DataFrame:
+        """Handcrafted + graph_* pair features (float32 columns) of 'train' or 'test'."""
+        return pd.read_parquet(self.path(f"pair_features_{part}.parquet"))
+
+    def tfidf(self, kind: str, question: str, part: str):
+        """TF-IDF CSR matrix: kind 'word'|'char', question 'q1'|'q2', part 'train'|'test'."""
+        import scipy.sparse as sp
+
+        return sp.load_npz(self.path(f"tfidf_{kind}_{question}_{part}.npz")).tocsr()
+
+    def seq(self, question: str, part: str) -> np.ndarray:
+        """Padded token ids (int32 (n, max_len), 0 = padding), memory-mapped: slice what you need."""
+        return np.load(self.path(f"seq_{question}_{part}.npy"), mmap_mode="r")
+
+    def embedding_matrix(self) -> np.ndarray:
+        return np.load(self.path("embedding_matrix.npy")).astype(np.float32)

@@ -1,0 +1,305 @@
+"""Siamese recurrent networks (Keras 3 on TensorFlow): ``siamese_lstm`` and ``siamese_gru``.
+
+    q1 tokens -> shared Embedding (from embedding_matrix) -> shared LSTM/GRU encoder -> a
+    q2 tokens -> (the same layers)                                                   -> b
+    [|a - b|, a * b] (+ standardised pair features) -> Dense -> Dropout -> sigmoid
+
+Training sees every pair in both orders (q1/q2 swap augmentation); prediction averages both
+orders. Early stopping watches the fold's validation part and restores the best weights.
+
+Resuming inside a fold: after every epoch the model (with its optimizer state) is saved as
+``fold_dir/epoch_<e>.keras``, the best weights so far as ``best_<e>.weights.h5``, and then
+``train_state.json`` (epochs done, early-stopping state, history so far), which names them.
+The state file is written last, so it only ever names complete checkpoints. A re-run of the fold
+loads the checkpoint and continues at the next epoch with the early-stopping state it had.
+
+Keras and TensorFlow are imported inside the functions that use them: importing them costs
+seconds, and the other models and stages must not pay that.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.common.io import atomic_path, read_json, write_json
+from pipelines.quora.models import QuoraFeatures
+
+log = logging.getLogger(__name__)
+PREDICT_CHUNK = 8192
+STATE_FILE = "train_state.json"
+
+
+def keras_modules():
+    """Import Keras/TensorFlow (slow) and register the custom layer; returns (keras, tf)."""
+    import tensorflow as tf  # noqa: F401  (backend of Keras 3 here)
+    import keras
+
+    return keras, tf
+
+
+_CUSTOM = {}
+
+
+def custom_objects() -> dict:
+    """The custom layers of the model, defined once after Keras is imported."""
+    if not _CUSTOM:
+        keras, _ = keras_modules()
+
+        @keras.saving.register_keras_serializable(package="quora")
+        class PairMerge(keras.layers.Layer):
+            """[|a - b|, a * b]: symmetric in a/b, so the pair's order does not matter."""
+
+            def call(self, inputs):
+                a, b = inputs
+                return keras.ops.concatenate([keras.ops.abs(a - b), a * b], axis=-1)
+
+            def compute_output_shape(self, input_shapes):
+                shape = list(input_shapes[0])
+                shape[-1] = None if shape[-1] is None else 2 * shape[-1]
+                return tuple(shape)
+
+        _CUSTOM["PairMerge"] = PairMerge
+    return dict(_CUSTOM)
+
+
+def build_keras_model(*, max_len: int, embedding_matrix: np.ndarray, rnn: str, units: int, bidirectional: bool,
+                      fine_tune: bool, n_features: int, dense: int, dropout: float, learning_rate: float):
+    """The compiled siamese network; inputs q1, q2 (int32 (n, max_len)) and, with n_features > 0, feats."""
+    keras, _ = keras_modules()
+    layers = keras.layers
+    PairMerge = custom_objects()["PairMerge"]
+    vocab, dim = embedding_matrix.shape
+    q1 = keras.Input((max_len,), dtype="int32", name="q1")
+    q2 = keras.Input((max_len,), dtype="int32", name="q2")
+    embed = layers.Embedding(vocab, dim, mask_zero=True, trainable=fine_tune, name="embedding")
+    rnn_layer = {"lstm": layers.LSTM, "gru": layers.GRU}[rnn](units, name=f"{rnn}_encoder")
+    encoder = layers.Bidirectional(rnn_layer, name="encoder") if bidirectional else rnn_layer
+    a, b = encoder(embed(q1)), encoder(embed(q2))
+    merged = PairMerge(name="pair_merge")([a, b])
+    inputs = [q1, q2]
+    if n_features:
+        feats = keras.Input((n_features,), dtype="float32", name="feats")
+        inputs.append(feats)
+        merged = layers.Concatenate(name="with_features")([merged, feats])
+    x = layers.Dropout(dropout)(merged)
+    x = layers.Dense(dense, activation="relu", name="dense")(x)
+    x = layers.Dropout(dropout)(x)
+    out = layers.Dense(1, activation="sigmoid", name="is_duplicate")(x)
+    model = keras.Model(inputs, out, name="siamese")
+    # Weights set after building: an initializer holding the matrix would be copied into the model's
+    # config (every checkpoint would carry it twice).
+    model.get_layer("embedding").set_weights([embedding_matrix])
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss="binary_crossentropy")
+    return model
+
+
+def _pad_rows(x: np.ndarray, n: int) -> np.ndarray:
+    out = np.zeros((n,) + x.shape[1:], dtype=x.dtype)
+    out[: len(x)] = x
+    return out
+
+
+@dataclasses.dataclass
+class FittedSiamese:
+    model: object                       # keras.Model with the best weights
+    feat_mean: np.ndarray | None        # standardisation of the pair features (fold's train part)
+    feat_std: np.ndarray | None
+    resumed_from_epoch: int = 0
+
+
+def _callbacks(fold_dir: Path, patience: int, state: dict | None):
+    """Early stopping (resumable) and the per-epoch checkpoint, sharing the early-stopping state."""
+    keras, _ = keras_modules()
+
+    class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+        """Keras' EarlyStopping that starts from a saved state instead of from scratch."""
+
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            if state and state.get("best") is not None:
+                self.best, self.wait, self.best_epoch = state["best"], state["wait"], state["best_epoch"]
+                current = self.model.get_weights()
+                self.model.load_weights(fold_dir / state["best_weights"])
+                self.best_weights = self.model.get_weights()
+                self.model.set_weights(current)
+
+    class EpochCheckpoint(keras.callbacks.Callback):
+        def __init__(self, stopper, history: dict):
+            super().__init__()
+            self.stopper = stopper
+            self.history_so_far = {k: list(v) for k, v in history.items()}
+            self.best_file = state.get("best_weights") if state else None
+
+        def on_epoch_end(self, epoch, logs=None):
+            for key, value in (logs or {}).items():
+                self.history_so_far.setdefault(key, []).append(float(value))
+            old = read_json(fold_dir / STATE_FILE) if (fold_dir / STATE_FILE).exists() else {}
+            ckpt = f"epoch_{epoch + 1}.keras"
+            with atomic_path(fold_dir / ckpt, suffix=".keras") as tmp:
+                self.model.save(tmp)
+            if self.stopper.best_epoch == epoch and self.stopper.best is not None:
+                self.best_file = f"best_{epoch + 1}.weights.h5"
+                with atomic_path(fold_dir / self.best_file, suffix=".weights.h5") as tmp:
+                    self.model.save_weights(tmp)
+            write_json(fold_dir / STATE_FILE, {
+                "epoch": epoch + 1, "checkpoint": ckpt, "best_weights": self.best_file,
+                "best": None if self.stopper.best is None else float(self.stopper.best),
+                "best_epoch": int(self.stopper.best_epoch), "wait": int(self.stopper.wait),
+                "stopped": bool(self.model.stop_training), "history": self.history_so_far,
+            })
+            # Only now are the older files unreferenced.
+            for name in (old.get("checkpoint"), old.get("best_weights")):
+                if name and name not in (ckpt, self.best_file):
+                    (fold_dir / name).unlink(missing_ok=True)
+
+    stopper = ResumableEarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True, verbose=1)
+    checkpoint = EpochCheckpoint(stopper, state.get("history", {}) if state else {})
+    return stopper, checkpoint
+
+
+class SiameseModel:
+    def __init__(self, data: QuoraFeatures, rnn: str = "lstm", *, epochs: int = 10, batch_size: int = 256,
+                 units: int = 64, patience: int = 2, bidirectional: bool = False, fine_tune: bool = False,
+                 with_features: bool = False, dense: int = 64, dropout: float = 0.2,
+                 learning_rate: float = 1e-3, seed: int = 42, verbose: int = 2):
+        if rnn not in ("lstm", "gru"):
+            raise ValueError(f"unknown encoder {rnn!r}")
+        self.data = data
+        self.name = f"siamese_{rnn}"
+        self.params = {"rnn": rnn, "epochs": int(epochs), "batch_size": int(batch_size), "units": int(units),
+                       "patience": int(patience), "bidirectional": bool(bidirectional),
+                       "fine_tune": bool(fine_tune), "with_features": bool(with_features), "dense": int(dense),
+                       "dropout": float(dropout), "learning_rate": float(learning_rate), "seed": int(seed),
+                       "swap_augmentation": True, "deterministic_ops": True}
+        self.verbose = verbose
+        self.history: dict = {}
+        self._feats = {}
+
+    # ----- inputs -------------------------------------------------------------------------------
+    def _features(self, part: str) -> np.ndarray | None:
+        if not self.params["with_features"]:
+            return None
+        if part not in self._feats:
+            self._feats[part] = self.data.pair_features(part).to_numpy(dtype=np.float32)
+        return self._feats[part]
+
+    def _inputs(self, q1, q2, feats, fitted: FittedSiamese | None) -> dict:
+        x = {"q1": np.asarray(q1, dtype=np.int32), "q2": np.asarray(q2, dtype=np.int32)}
+        if feats is not None:
+            x["feats"] = ((np.asarray(feats, dtype=np.float32) - fitted.feat_mean) / fitted.feat_std).astype(np.float32)
+        return x
+
+    def training_arrays(self, train_idx: np.ndarray, valid_idx: np.ndarray, scaler: FittedSiamese):
+        """(x, y) for fit with both pair orders, and (x, y) of the validation part in the given order."""
+        q1, q2 = self.data.seq("q1", "train"), self.data.seq("q2", "train")
+        y = self.data.labels.astype(np.float32)
+        feats = self._features("train")
+        t1, t2 = np.asarray(q1[train_idx]), np.asarray(q2[train_idx])
+        tf_ = None if feats is None else feats[train_idx]
+        x_train = self._inputs(np.concatenate([t1, t2]), np.concatenate([t2, t1]),
+                               None if tf_ is None else np.concatenate([tf_, tf_]), scaler)
+        y_train = np.concatenate([y[train_idx], y[train_idx]])
+        x_valid = self._inputs(q1[valid_idx], q2[valid_idx], None if feats is None else feats[valid_idx], scaler)
+        return x_train, y_train, x_valid, y[valid_idx]
+
+    def new_keras_model(self, n_features: int):
+        p = self.params
+        return build_keras_model(max_len=self.data.seq("q1", "train").shape[1],
+                                 embedding_matrix=self.data.embedding_matrix(), rnn=p["rnn"], units=p["units"],
+                                 bidirectional=p["bidirectional"], fine_tune=p["fine_tune"],
+                                 n_features=n_features, dense=p["dense"], dropout=p["dropout"],
+                                 learning_rate=p["learning_rate"])
+
+    # ----- CV engine interface ------------------------------------------------------------------
+    def fit(self, fold: int, train_idx: np.ndarray, valid_idx: np.ndarray, fold_dir: Path) -> FittedSiamese:
+        keras, tf = keras_modules()
+        fold_dir = Path(fold_dir)
+        keras.utils.set_random_seed(self.params["seed"] + fold)
+        tf.config.experimental.enable_op_determinism()
+
+        feats = self._features("train")
+        mean = std = None
+        if feats is not None:
+            mean = feats[train_idx].mean(axis=0)
+            std = feats[train_idx].std(axis=0)
+            std[std == 0] = 1.0
+        fitted = FittedSiamese(None, mean, std)
+        n_features = 0 if feats is None else feats.shape[1]
+
+        state = read_json(fold_dir / STATE_FILE) if (fold_dir / STATE_FILE).exists() else None
+        if state:
+            model = keras.models.load_model(fold_dir / state["checkpoint"], custom_objects=custom_objects())
+            fitted.resumed_from_epoch = int(state["epoch"])
+            log.info("%s fold %d: resuming from the checkpoint after epoch %d", self.name, fold + 1, state["epoch"])
+        else:
+            model = self.new_keras_model(n_features)
+        fitted.model = model
+
+        initial_epoch = int(state["epoch"]) if state else 0
+        finished = bool(state) and (state["stopped"] or initial_epoch >= self.params["epochs"])
+        if finished:  # interrupted after its last epoch: only the best weights are left to restore
+            if state.get("best_weights"):
+                model.load_weights(fold_dir / state["best_weights"])
+            self.history = state["history"]
+            return fitted
+
+        stopper, checkpoint = _callbacks(fold_dir, self.params["patience"], state)
+        x_train, y_train, x_valid, y_valid = self.training_arrays(train_idx, valid_idx, fitted)
+        model.fit(x_train, y_train, validation_data=(x_valid, y_valid), epochs=self.params["epochs"],
+                  initial_epoch=initial_epoch, batch_size=self.params["batch_size"], shuffle=True,
+                  callbacks=[stopper, checkpoint], verbose=self.verbose)
+        self.history = checkpoint.history_so_far
+        return fitted
+
+    def _predict_rows(self, fitted: FittedSiamese, q1, q2, feats, rows: np.ndarray | None, n: int,
+                      desc: str) -> np.ndarray:
+        """Both-orders average over chunks of the (memory-mapped) arrays; nothing else held at once."""
+        from tqdm import tqdm
+
+        out = np.empty(n, dtype=np.float64)
+        # One batch shape for every call (the last chunk is padded): each new shape would cost a
+        # retrace of the predict function, seconds each.
+        chunk = min(PREDICT_CHUNK, len(self.data.labels))
+        starts = range(0, n, chunk)
+        for start in tqdm(starts, desc=desc, unit="chunk", leave=False, disable=len(starts) < 20):
+            sel = slice(start, min(start + chunk, n))
+            idx = sel if rows is None else rows[sel]
+            a, b = np.asarray(q1[idx]), np.asarray(q2[idx])
+            f = None if feats is None else np.asarray(feats[idx])
+            m = len(a)
+            if m < chunk:
+                a, b = _pad_rows(a, chunk), _pad_rows(b, chunk)
+                f = None if f is None else _pad_rows(f, chunk)
+            p_ab = np.asarray(fitted.model.predict_on_batch(self._inputs(a, b, f, fitted))).ravel()[:m]
+            p_ba = np.asarray(fitted.model.predict_on_batch(self._inputs(b, a, f, fitted))).ravel()[:m]
+            out[sel] = (p_ab + p_ba) / 2.0
+        return out
+
+    def predict_valid(self, fitted: FittedSiamese, valid_idx: np.ndarray) -> np.ndarray:
+        return self._predict_rows(fitted, self.data.seq("q1", "train"), self.data.seq("q2", "train"),
+                                  self._features("train"), np.asarray(valid_idx), len(valid_idx),
+                                  f"{self.name} valid")
+
+    def predict_test(self, fitted: FittedSiamese) -> np.ndarray:
+        q1, q2 = self.data.seq("q1", "test"), self.data.seq("q2", "test")
+        return self._predict_rows(fitted, q1, q2, self._features("test"), None, len(q1), f"{self.name} test")
+
+    def save(self, fitted: FittedSiamese, fold_dir: Path) -> None:
+        fold_dir = Path(fold_dir)
+        with atomic_path(fold_dir / "model.keras", suffix=".keras") as tmp:
+            fitted.model.save(tmp)
+        if fitted.feat_mean is not None:
+            from pipelines.common.io import save_npz
+
+            save_npz(fold_dir / "feature_scaler.npz", mean=fitted.feat_mean, std=fitted.feat_std)
+        # The fold model is saved: the epoch checkpoints (each as large as the model) are no longer needed.
+        state_path = fold_dir / STATE_FILE
+        if state_path.exists():
+            state = read_json(state_path)
+            for name in (state.get("checkpoint"), state.get("best_weights")):
+                if name:
+                    (fold_dir / name).unlink(missing_ok=True)
+            state_path.unlink()

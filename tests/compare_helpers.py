@@ -1,0 +1,188 @@
+"""Fixtures for the comparison and run-record tests: real model folders made by the real CV engine
+(``run_cv``) from tiny fake models, so the files have exactly the format the report reads."""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipelines import config
+from pipelines.common.cv import make_folds, run_cv
+from pipelines.common.io import read_json, write_json
+from pipelines.common.records import input_fingerprints
+
+CLASS_NAMES = {"quora": ["is_duplicate"], "cervix": ["Type_1", "Type_2", "Type_3"]}
+TASKS = {"quora": "binary", "cervix": "multiclass"}
+
+
+class NoisyOracleModel:
+    """Predicts from the true labels blurred by Gaussian noise: ``strength`` sets how good it is.
+
+    The noise comes from NumPy's global generator, which the CV engine seeds per fold, so a run is
+    reproducible. With ``epochs`` it also reports a Keras-style history like a neural model.
+    """
+
+    def __init__(self, name: str, y: np.ndarray, n_classes: int, strength: float, n_test: int = 0,
+                 epochs: int = 0):
+        self.name = name
+        self.params = {"strength": strength, "noise": 1.0, "epochs": epochs}
+        self.y, self.n_classes, self.strength, self.n_test, self.epochs = y, n_classes, strength, n_test, epochs
+        self.history = None
+
+    def _probs(self, labels: np.ndarray | None, n: int) -> np.ndarray:
+        k = max(self.n_classes, 2)
+        logits = np.random.standard_normal((n, k))
+        if labels is not None:
+            logits[np.arange(n), labels] += self.strength
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        return p[:, 1] if self.n_classes == 2 else p
+
+    def fit(self, fold, train_idx, valid_idx, fold_dir):
+        if self.epochs:
+            loss = [1.0 / (e + 1) + 0.01 * fold for e in range(self.epochs)]
+            self.history = {"loss": loss, "val_loss": [v + 0.1 for v in loss]}
+        return {"valid": self._probs(self.y[valid_idx], len(valid_idx)),
+                "test": self._probs(None, self.n_test) if self.n_test else None}
+
+    def predict_valid(self, model, valid_idx):
+        return model["valid"]
+
+    def predict_test(self, model):
+        return model["test"]
+
+    def save(self, model, fold_dir):
+        pass
+
+
+class AverageBlend:
+    """Weighted average of trained models' OOF predictions, in the blend's params format
+    (``models`` and ``weights``)."""
+
+    def __init__(self, member_dirs: dict[str, Path], weights: dict[str, float], class_names: list[str]):
+        self.name = "blend"
+        self.params = {"models": list(member_dirs), "weights": dict(weights), "method": "weights"}
+        self.oof = sum(w * pd.read_parquet(member_dirs[m] / "oof.parquet")[class_names].to_numpy()
+                       for m, w in weights.items()) / sum(weights.values())
+        if len(class_names) == 1:
+            self.oof = self.oof[:, 0]
+
+    def fit(self, fold, train_idx, valid_idx, fold_dir):
+        return None
+
+    def predict_valid(self, model, valid_idx):
+        return self.oof[valid_idx]
+
+    def predict_test(self, model):
+        return None
+
+    def save(self, model, fold_dir):
+        pass
+
+
+def fake_targets(comp: str, n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if comp == "quora":
+        return (rng.random(n) < 0.37).astype(np.int64)
+    return rng.choice(3, size=n, p=[0.17, 0.53, 0.30]).astype(np.int64)
+
+
+def train_fake(comp: str, source: str, model, y: np.ndarray, inputs_paths=(), n_test: int = 0,
+               seed: int = config.SEED) -> dict:
+    """Run one fake model through the real CV engine into config.model_dir(comp, source, name)."""
+    folds = make_folds(y, config.N_FOLDS, seed)
+    return run_cv(model, comp=comp, source=source, out_dir=config.model_dir(comp, source, model.name), y=y,
+                  folds=folds, train_ids=np.arange(len(y)), test_ids=np.arange(n_test) if n_test else None,
+                  task=TASKS[comp], class_names=CLASS_NAMES[comp], seed=seed,
+                  inputs=input_fingerprints(inputs_paths), progress=False)
+
+
+def write_feature_file(path: Path, content: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content)
+    return path
+
+
+def build_fake_models(comp: str, root: Path, source: str = "sample", n: int = 150,
+                      specs=(("strong", 2.5, 0), ("weak", 0.6, 0), ("nn", 1.5, 3)), blend: bool = True) -> dict:
+    """Train fake models (name, strength, epochs) and a blend of them; returns the targets, the
+    feature files each model was fingerprinted with, and the metrics of each run.
+
+    Every model reads ``features/shared.txt``; model ``weak`` also reads ``features/weak_only.txt``
+    so one model can be made stale alone.
+    """
+    cv_log = logging.getLogger("pipelines.common.cv")
+    level = cv_log.level
+    cv_log.setLevel(logging.WARNING)  # per-fold lines of dozens of fake runs are noise in a failure report
+    try:
+        return _build_fake_models(comp, root, source, n, specs, blend)
+    finally:
+        cv_log.setLevel(level)
+
+
+def _build_fake_models(comp, root, source, n, specs, blend) -> dict:
+    y = fake_targets(comp, n)
+    n_classes = 2 if comp == "quora" else 3
+    shared = write_feature_file(root / "features" / "shared.txt", "shared features v1\n")
+    weak_only = write_feature_file(root / "features" / "weak_only.txt", "weak model features v1\n")
+    metrics = {}
+    for name, strength, epochs in specs:
+        paths = [shared, weak_only] if name == "weak" else [shared]
+        model = NoisyOracleModel(name, y, n_classes, strength, n_test=10, epochs=epochs)
+        metrics[name] = train_fake(comp, source, model, y, paths, n_test=10)
+    if blend:
+        members = {name: config.model_dir(comp, source, name) for name, _, _ in specs}
+        weights = {name: float(i + 1) for i, name in enumerate(members)}
+        metrics["blend"] = train_fake(comp, source, AverageBlend(members, weights, CLASS_NAMES[comp]), y,
+                                      [d / "oof.parquet" for d in members.values()])
+    return {"y": y, "shared": shared, "weak_only": weak_only, "metrics": metrics}
+
+
+def point_config(monkeypatch, root: Path) -> Path:
+    """Project root and every generated-output folder inside ``root`` (as the conftest's project_dirs),
+    with config.ROOT there too so input fingerprints are recorded relative to it."""
+    for name in ("DATA_DIR", "MODELS_DIR", "SUBMISSIONS_DIR", "REPORTS_DIR"):
+        path = root / name.lower().replace("_dir", "")
+        path.mkdir(parents=True, exist_ok=True)
+        monkeypatch.setattr(config, name, path)
+    monkeypatch.setattr(config, "ROOT", root)
+    return root
+
+
+class FakeProjects:
+    """Builds each fake project once (per test module) and copies it into a test's own root:
+    copying is ~50x faster than training again, and each test may then change its copy freely."""
+
+    def __init__(self, tmp_path_factory):
+        self.factory = tmp_path_factory
+        self.built: dict = {}
+
+    def copy_into(self, root: Path, comp: str, blend: bool = True) -> dict:
+        import pytest
+
+        key = (comp, blend)
+        if key not in self.built:
+            template = self.factory.mktemp(f"{comp}-models")
+            with pytest.MonkeyPatch.context() as mp:
+                point_config(mp, template)
+                self.built[key] = (template, build_fake_models(comp, template, blend=blend))
+        template, built = self.built[key]
+        shutil.copytree(template, root, dirs_exist_ok=True)
+        moved = {k: root / Path(v).relative_to(template) if isinstance(v, Path) else v for k, v in built.items()}
+        return moved
+
+
+def set_finished(model_dir: Path, finished: str) -> None:
+    """Rewrite a run's finish time (to stage a model re-trained after the blend without sleeping)."""
+    record = read_json(model_dir / "run.json")
+    record["finished"] = finished
+    write_json(model_dir / "run.json", record)
+
+
+def prior_log_loss(y: np.ndarray, n_classes: int) -> float:
+    """Log loss of predicting the train class frequencies for every row, computed by hand."""
+    prior = np.bincount(y, minlength=n_classes) / len(y)
+    return float(-np.mean(np.log(prior[y])))

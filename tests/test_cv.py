@@ -1,0 +1,159 @@
+"""The CV engine (pipelines.common.cv): folds, OOF coverage, resume, restart on changed params."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.common.cv import make_folds, run_cv, score
+
+
+def _data(n=240, n_classes=2, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, n_classes, size=n)
+    x = rng.normal(size=(n, 4)) + y[:, None] * 0.8
+    x_test = rng.normal(size=(50, 4))
+    return x, y, x_test
+
+
+class CentroidModel:
+    """A small deterministic model: softmax over negative distances to the class centroids."""
+
+    def __init__(self, x, y, x_test, n_classes=2, scale=1.0, fail_on_fold=None, history=False):
+        self.name = "centroid"
+        self.params = {"scale": scale}
+        self.x, self.y, self.x_test, self.n_classes = x, y, x_test, n_classes
+        self.fail_on_fold = fail_on_fold
+        self.fitted_folds = []
+        self.seen = {}
+        self.with_history = history
+        self.history = None
+
+    def fit(self, fold, train_idx, valid_idx, fold_dir):
+        if fold == self.fail_on_fold:
+            raise RuntimeError(f"simulated crash in fold {fold}")
+        self.fitted_folds.append(fold)
+        self.seen[fold] = set(train_idx.tolist())
+        if self.with_history:
+            self.history = {"loss": [1.0 - 0.1 * fold, 0.5], "val_loss": [1.1, 0.7]}
+        return np.stack([self.x[train_idx][self.y[train_idx] == c].mean(axis=0) for c in range(self.n_classes)])
+
+    def _proba(self, centroids, x):
+        d = -self.params["scale"] * ((x[:, None, :] - centroids[None]) ** 2).sum(axis=2)
+        e = np.exp(d - d.max(axis=1, keepdims=True))
+        p = e / e.sum(axis=1, keepdims=True)
+        return p[:, 1] if self.n_classes == 2 else p
+
+    def predict_valid(self, model, valid_idx):
+        return self._proba(model, self.x[valid_idx])
+
+    def predict_test(self, model):
+        return self._proba(model, self.x_test)
+
+    def save(self, model, fold_dir):
+        np.save(fold_dir / "centroids.npy", model)
+
+
+def _run(model, out_dir, y, folds, task="binary", classes=("is_duplicate",), **kw):
+    return run_cv(model, comp="quora", source="sample", out_dir=out_dir, y=y, folds=folds,
+                  train_ids=np.arange(1000, 1000 + len(y)), test_ids=np.arange(len(model.x_test)), task=task,
+                  class_names=list(classes), seed=7, inputs={"features.lock.json": "abc"}, **kw)
+
+
+def test_folds_reproducible_and_stratified():
+    y = (np.random.default_rng(1).random(1000) < 0.3).astype(int)
+    folds = make_folds(y, 5, seed=42)
+    assert folds.dtype == np.int8
+    assert np.array_equal(folds, make_folds(y, 5, seed=42))
+    assert not np.array_equal(folds, make_folds(y, 5, seed=43))
+    assert sorted(np.unique(folds)) == [0, 1, 2, 3, 4]
+    sizes = np.bincount(folds)
+    assert sizes.max() - sizes.min() <= 1
+    rates = [y[folds == k].mean() for k in range(5)]
+    assert max(abs(r - y.mean()) for r in rates) < 0.01
+
+
+def test_oof_covers_every_train_row_once_and_never_from_its_own_fold(tmp_path):
+    x, y, x_test = _data()
+    folds = make_folds(y, 4, seed=3)
+    model = CentroidModel(x, y, x_test)
+    result = _run(model, tmp_path / "m", y, folds)
+    assert result["complete"]
+    oof = pd.read_parquet(tmp_path / "m" / "oof.parquet")
+    assert list(oof.columns) == ["id", "fold", "target", "is_duplicate"]
+    assert np.array_equal(oof["id"].to_numpy(), np.arange(1000, 1000 + len(y)))
+    assert oof["id"].is_unique and not oof["is_duplicate"].isna().any()
+    assert np.array_equal(oof["fold"].to_numpy(), folds)
+    assert np.array_equal(oof["target"].to_numpy(), y)
+    for k, seen in model.seen.items():  # no fold's model was fitted on its own validation rows
+        assert not seen & set(np.flatnonzero(folds == k).tolist())
+    # The OOF prediction of each row is its own fold's model's prediction.
+    for k in range(4):
+        rows = folds == k
+        centroids = np.load(tmp_path / "m" / "folds" / f"fold_{k}" / "centroids.npy")
+        assert np.allclose(oof["is_duplicate"].to_numpy()[rows], model._proba(centroids, x[rows]))
+    test = pd.read_parquet(tmp_path / "m" / "test.parquet")
+    assert len(test) == len(x_test) and list(test.columns) == ["id", "is_duplicate"]
+    metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert len(metrics["folds"]) == 4
+    assert metrics["log_loss"] == pytest.approx(score("binary", y, oof["is_duplicate"].to_numpy())["log_loss"])
+    run = json.loads((tmp_path / "m" / "run.json").read_text())
+    assert run["seed"] == 7 and run["inputs"] == {"features.lock.json": "abc"}
+
+
+def test_resume_after_interrupted_fold_fits_only_the_rest(tmp_path):
+    x, y, x_test = _data()
+    folds = make_folds(y, 5, seed=3)
+    crashing = CentroidModel(x, y, x_test, fail_on_fold=2)
+    with pytest.raises(RuntimeError, match="fold 2"):
+        _run(crashing, tmp_path / "m", y, folds)
+    assert crashing.fitted_folds == [0, 1]
+    assert not (tmp_path / "m" / "oof.parquet").exists()
+
+    rerun = CentroidModel(x, y, x_test)
+    assert _run(rerun, tmp_path / "m", y, folds)["complete"]
+    assert rerun.fitted_folds == [2, 3, 4]
+
+    clean = CentroidModel(x, y, x_test)
+    _run(clean, tmp_path / "clean", y, folds)
+    assert (tmp_path / "m" / "oof.parquet").read_bytes() == (tmp_path / "clean" / "oof.parquet").read_bytes()
+
+
+def test_changed_params_restart_every_fold(tmp_path):
+    x, y, x_test = _data()
+    folds = make_folds(y, 3, seed=3)
+    _run(CentroidModel(x, y, x_test), tmp_path / "m", y, folds)
+    same = CentroidModel(x, y, x_test)
+    _run(same, tmp_path / "m", y, folds)
+    assert same.fitted_folds == []  # everything checkpointed
+    changed = CentroidModel(x, y, x_test, scale=2.0)
+    _run(changed, tmp_path / "m", y, folds)
+    assert changed.fitted_folds == [0, 1, 2]
+    no_resume = CentroidModel(x, y, x_test, scale=2.0)
+    _run(no_resume, tmp_path / "m", y, folds, resume=False)
+    assert no_resume.fitted_folds == [0, 1, 2]
+
+
+def test_partial_run_reports_incomplete(tmp_path):
+    x, y, x_test = _data()
+    folds = make_folds(y, 3, seed=3)
+    result = _run(CentroidModel(x, y, x_test), tmp_path / "m", y, folds, only_folds=[0])
+    assert result == {"complete": False, "folds_done": [0]}
+    assert not (tmp_path / "m" / "oof.parquet").exists()
+
+
+def test_multiclass_columns_and_learning_curves(tmp_path):
+    x, y, x_test = _data(n=180, n_classes=3)
+    folds = make_folds(y, 3, seed=3)
+    classes = ["Type_1", "Type_2", "Type_3"]
+    model = CentroidModel(x, y, x_test, n_classes=3, history=True)
+    result = _run(model, tmp_path / "m", y, folds, task="multiclass", classes=classes)
+    oof = pd.read_parquet(tmp_path / "m" / "oof.parquet")
+    assert list(oof.columns) == ["id", "fold", "target", *classes]
+    assert np.allclose(oof[classes].sum(axis=1), 1.0)
+    assert "auc" not in result and 0 < result["log_loss"] < np.log(3)
+    history = json.loads((tmp_path / "m" / "history.json").read_text())
+    assert set(history) == {"0", "1", "2"} and history["1"]["loss"] == [0.9, 0.5]
+    assert (tmp_path / "m" / "learning_curve.png").stat().st_size > 1000

@@ -1,0 +1,178 @@
+"""Quora models on a tiny fake features folder: each trains through the CV engine and learns; the
+linear and tree models are byte-for-byte reproducible; the siamese networks resume inside a fold
+and are deterministic."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines import config
+from pipelines.__main__ import base_parser
+from pipelines.common.cv import run_cv
+from pipelines.common.log import StageError
+from pipelines.quora import train
+from quora_model_helpers import write_fake_features
+
+PRIOR_LOG_LOSS = 0.66  # log loss of predicting the positive rate (~0.37 with the label noise)
+NN_OPTS = ["--epochs", "1", "--units", "4", "--dense", "4", "--batch-size", "128"]
+
+
+def train_args(*argv: str) -> argparse.Namespace:
+    parser = base_parser(add_help=False)
+    train.add_arguments(parser)
+    return parser.parse_args(["train", "--comp", "quora", "--source", "sample", *argv])
+
+
+@pytest.fixture
+def features(project_dirs):
+    return write_fake_features(config.features_dir("quora", "sample"))
+
+
+@pytest.fixture
+def nn_features(project_dirs):
+    """Two folds only: each fold of a network costs seconds of graph tracing."""
+    return write_fake_features(config.features_dir("quora", "sample"), n_train=240, n_test=40, n_folds=2)
+
+
+def _oof(model: str) -> pd.DataFrame:
+    return pd.read_parquet(config.model_dir("quora", "sample", model) / "oof.parquet")
+
+
+def test_missing_features_is_a_stage_error(project_dirs):
+    with pytest.raises(StageError, match=r"no features in .*run `make features COMP=quora SOURCE=sample` first"):
+        train.main(train_args("--model", "lgbm"))
+
+
+def test_models_tuple_matches_the_cli():
+    assert train.MODELS == ("bow_svm", "bow_lr", "lgbm", "siamese_lstm", "siamese_gru")
+
+
+@pytest.mark.parametrize("model, saved", [("bow_svm", "model.pkl"), ("bow_lr", "model.pkl"), ("lgbm", "model.txt")])
+def test_classic_models_learn(features, model, saved):
+    assert train.main(train_args("--model", model)) == 0
+    out = config.model_dir("quora", "sample", model)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["log_loss"] < PRIOR_LOG_LOSS - 0.08 and metrics["auc"] > 0.75
+    oof = _oof(model)
+    assert len(oof) == 300 and oof["id"].is_unique and oof["is_duplicate"].between(0, 1).all()
+    test = pd.read_parquet(out / "test.parquet")
+    assert len(test) == 90 and test["is_duplicate"].between(0, 1).all()
+    for k in range(3):
+        assert (out / "folds" / f"fold_{k}" / saved).stat().st_size > 0
+    run = json.loads((out / "run.json").read_text())
+    assert any(key.endswith("features.lock.json") for key in run["inputs"])
+
+
+@pytest.mark.parametrize("model", ["bow_lr", "lgbm"])
+def test_oof_byte_identical_on_rerun(features, model):
+    train.main(train_args("--model", model))
+    first = (config.model_dir("quora", "sample", model) / "oof.parquet").read_bytes()
+    train.main(train_args("--model", model, "--no-resume"))  # refits every fold
+    assert (config.model_dir("quora", "sample", model) / "oof.parquet").read_bytes() == first
+
+
+def test_changed_features_restart_the_folds(features, caplog):
+    train.main(train_args("--model", "bow_lr"))
+    write_fake_features(features, seed=1)  # the features stage ran again: a new lock file
+    with caplog.at_level(logging.INFO):
+        train.main(train_args("--model", "bow_lr"))
+    assert "starting the folds afresh" in caplog.text
+
+
+def test_model_all_trains_every_model_in_order(nn_features, caplog):
+    with caplog.at_level(logging.INFO, logger="pipelines.quora.train"):
+        assert train.main(train_args("--model", "all", *NN_OPTS)) == 0
+    messages = [r.getMessage() for r in caplog.records if r.name == "pipelines.quora.train"]
+    started = [m.split()[1] for m in messages if m.startswith("training ")]
+    assert started == list(train.MODELS)
+    for name in train.MODELS:
+        assert any(m.startswith(f"{name}: CV log loss ") for m in messages)
+        oof = _oof(name)
+        assert len(oof) == 240 and oof["is_duplicate"].between(0, 1).all()
+    nn_dir = config.model_dir("quora", "sample", "siamese_gru")
+    history = json.loads((nn_dir / "history.json").read_text())
+    assert set(history) == {"0", "1"} and len(history["0"]["loss"]) == 1 and "val_loss" in history["0"]
+    assert (nn_dir / "learning_curve.png").exists()
+    fold_dir = nn_dir / "folds" / "fold_0"
+    assert (fold_dir / "model.keras").exists()
+    assert not list(fold_dir.glob("epoch_*.keras"))  # epoch checkpoints are dropped once the fold is saved
+
+
+def _siamese(data, **kw):
+    from pipelines.quora.models.siamese import SiameseModel
+
+    opts = dict(epochs=2, units=4, dense=4, batch_size=64, patience=5, verbose=0)
+    opts.update(kw)
+    return SiameseModel(data, "gru", **opts)
+
+
+def test_siamese_resumes_from_its_epoch_checkpoint(nn_features, tmp_path, monkeypatch):
+    from pipelines.quora.models import QuoraFeatures
+    from pipelines.quora.models import siamese
+
+    data = QuoraFeatures(nn_features)
+    train_idx, valid_idx = np.flatnonzero(data.folds != 0), np.flatnonzero(data.folds == 0)
+    fold_dir = tmp_path / "fold_0"
+    fold_dir.mkdir()
+
+    real_callbacks = siamese._callbacks
+
+    def interrupted_after_first_epoch(*args, **kwargs):
+        stopper, checkpoint = real_callbacks(*args, **kwargs)
+        save_epoch = checkpoint.on_epoch_end
+
+        def on_epoch_end(epoch, logs=None):
+            save_epoch(epoch, logs)
+            raise KeyboardInterrupt  # the user pressed Ctrl-C after epoch 1 was checkpointed
+
+        checkpoint.on_epoch_end = on_epoch_end
+        return stopper, checkpoint
+
+    monkeypatch.setattr(siamese, "_callbacks", interrupted_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        _siamese(data).fit(0, train_idx, valid_idx, fold_dir)
+    state = json.loads((fold_dir / siamese.STATE_FILE).read_text())
+    assert state["epoch"] == 1 and (fold_dir / state["checkpoint"]).exists()
+    first_epoch_loss = state["history"]["loss"][0]
+
+    monkeypatch.setattr(siamese, "_callbacks", real_callbacks)
+    model = _siamese(data)
+    fitted = model.fit(0, train_idx, valid_idx, fold_dir)
+    assert fitted.resumed_from_epoch == 1
+    assert len(model.history["loss"]) == 2 and model.history["loss"][0] == first_epoch_loss
+    assert json.loads((fold_dir / siamese.STATE_FILE).read_text())["epoch"] == 2
+
+    # Streaming prediction in small chunks (last one partial) equals one batch over both pair orders.
+    monkeypatch.setattr(siamese, "PREDICT_CHUNK", 7)
+    streamed = model.predict_test(fitted)
+    q1, q2 = np.asarray(data.seq("q1", "test")), np.asarray(data.seq("q2", "test"))
+    whole = (fitted.model.predict_on_batch({"q1": q1, "q2": q2}).ravel()
+             + fitted.model.predict_on_batch({"q1": q2, "q2": q1}).ravel()) / 2
+    assert np.allclose(streamed, whole, atol=1e-6)
+
+    model.save(fitted, fold_dir)
+    assert (fold_dir / "model.keras").exists() and not (fold_dir / siamese.STATE_FILE).exists()
+
+
+def test_siamese_deterministic_across_runs(nn_features, tmp_path):
+    """Two identical runs of a fold (seeded, deterministic TF ops) give the same predictions; measured
+    difference on this machine: exactly 0."""
+    from pipelines.quora.models import QuoraFeatures
+
+    data = QuoraFeatures(nn_features)
+    preds = []
+    for run in range(2):
+        model = _siamese(data, epochs=1, with_features=True)
+        run_cv(model, comp="quora", source="sample", out_dir=tmp_path / f"run{run}", y=data.labels,
+               folds=data.folds, train_ids=data.ids_train, test_ids=data.ids_test, task="binary",
+               class_names=["is_duplicate"], seed=42, only_folds=[0])
+        with np.load(tmp_path / f"run{run}" / "folds" / "fold_0.npz") as z:
+            preds.append((z["valid_pred"], z["test_pred"]))
+    assert np.abs(preds[0][0] - preds[1][0]).max() <= 1e-6
+    assert np.abs(preds[0][1] - preds[1][1]).max() <= 1e-6
+    assert (tmp_path / "run0" / "folds" / "fold_0" / "feature_scaler.npz").exists()
