@@ -41,8 +41,8 @@ train: $(VENV)/.installed ## K-fold train a model: MODEL=<name>|all (COMP, SOURC
 blend: $(VENV)/.installed ## OOF-fitted blend of the trained models and a leaderboard CSV in submissions/
 	$(RUN) blend --comp $(COMP) --source $(SOURCE) $(ARGS)
 
-submit: $(VENV)/.installed ## upload a submission to Kaggle: FILE=submissions/... MESSAGE='...'
-	$(RUN) submit --comp $(COMP) --file "$(FILE)" --message "$(MESSAGE)" $(ARGS)
+submit: $(VENV)/.installed ## upload to Kaggle: SOURCE=kaggle FILE=submissions/<comp>/<name>.csv MESSAGE="..."
+	$(RUN) submit --comp $(COMP) --source $(SOURCE) --file "$(FILE)" --message "$(MESSAGE)" $(ARGS)
 
 compare: $(VENV)/.installed ## side-by-side report of every model and baseline (COMP, SOURCE)
 	$(RUN) compare --comp $(COMP) --source $(SOURCE) $(ARGS)

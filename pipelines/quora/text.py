@@ -244,14 +244,20 @@ def tokenize(normalised: pa.Array) -> Tokens:
     """Split normalised texts on spaces and give each distinct word an integer id."""
     lists = pc.utf8_split_whitespace(as_large_string(normalised))
     offsets = np.asarray(lists.offsets, dtype=np.int64)
+    offsets -= offsets[0]
     flat = lists.flatten()
+    empty = pc.equal(flat, "").to_numpy(zero_copy_only=False)
+    if empty.any():  # "" splits into [""]: drop such empty tokens
+        row = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+        flat = flat.filter(pa.array(~empty))
+        offsets = np.concatenate([[0], np.cumsum(np.bincount(row[~empty], minlength=len(offsets) - 1))])
     encoded = pc.dictionary_encode(flat)
     if isinstance(encoded, pa.ChunkedArray):
         encoded = encoded.combine_chunks()
     ids = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32)
     words = np.asarray(encoded.dictionary.to_pylist(), dtype=object)
     counts = np.bincount(ids, minlength=len(words)).astype(np.int64)
-    return Tokens(ids=ids, offsets=offsets - offsets[0], words=words, counts=counts)
+    return Tokens(ids=ids, offsets=offsets.astype(np.int64), words=words, counts=counts)
 
 
 def gather_rows(offsets: np.ndarray, values: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
