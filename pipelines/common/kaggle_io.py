@@ -224,8 +224,8 @@ def download(comp: str, dest: Path, api=None, files: list[str] | None = None, fo
     """
     slug = config.COMPETITIONS[comp]
     dest = Path(dest)
+    api = api if api is not None else make_api()  # fails on missing credentials before anything is created
     dest.mkdir(parents=True, exist_ok=True)
-    api = api if api is not None else make_api()
     what = ", ".join(files) if files else "all files"
     log.info("downloading %s from Kaggle competition %s into %s", what, slug, dest)
     with kaggle_errors(slug, f"downloading {what} of {slug}"):

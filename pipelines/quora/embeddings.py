@@ -112,7 +112,8 @@ def load_pretrained(path, vocabulary: Iterable[str], fmt: str = "auto") -> tuple
         raise
     except (OSError, EOFError, ValueError, UnicodeDecodeError, gzip.BadGzipFile) as exc:
         raise StageError(f"cannot read pretrained vectors {path} as {fmt}: {exc}; check the file "
-                         "(word2vec binary with a '<count> <dim>' header, or GloVe text) and --pretrained-format") from exc
+                         "(word2vec binary with a '<count> <dim>' header, or GloVe text) and "
+                         "--pretrained-format") from exc
     if not words:
         raise StageError(f"no word of the corpus found in {path} ({fmt}): is it a word-vectors file "
                          "of the right language?")

@@ -27,7 +27,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import os
 import resource
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -48,7 +50,11 @@ from pipelines.quora import embeddings, graph, pair_features, text
 
 log = logging.getLogger(__name__)
 
+# Bump when a change of this code changes what a step writes: every cached step then re-runs.
+FEATURES_VERSION = 1
+
 DEFAULTS: dict[str, Any] = {
+    "version": FEATURES_VERSION,
     "seed": config.SEED,
     "n_folds": config.N_FOLDS,
     "text": {"normalisation_version": text.NORMALISATION_VERSION},
@@ -155,40 +161,51 @@ def full_params(params: dict | None) -> dict:
     return merged
 
 
-def _step_peak_reset() -> bool:
-    """Reset the kernel's peak-RSS mark (Linux) so each step's own peak can be read."""
+def _rss_mb() -> float:
     try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):  # pragma: no cover - not Linux
+        import psutil
+
+        return psutil.Process().memory_info().rss / 2**20
+
+
+def _process_peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 class Timings:
-    """Wall time, CPU time and peak RSS of each step. On Linux the kernel's peak-RSS mark is reset
-    before each step, so ``peak_rss_mb`` (getrusage) is that step's own peak; elsewhere it is the
-    process's peak so far."""
+    """Wall time, CPU time and memory of each step: ``peak_rss_mb`` is the step's own peak RSS,
+    sampled every 20 ms by a thread (getrusage's peak never goes down, so it cannot tell steps
+    apart), ``process_peak_rss_mb`` the process's peak so far (getrusage)."""
 
     def __init__(self):
         self.steps: dict[str, dict] = {}
-        self.per_step = True
 
     @contextlib.contextmanager
     def step(self, name: str):
         record = {"ran": True}
-        self.per_step = _step_peak_reset() and self.per_step
+        peak = [_rss_mb()]
+        done = threading.Event()
+
+        def sample():
+            while not done.wait(0.02):
+                peak[0] = max(peak[0], _rss_mb())
+
+        sampler = threading.Thread(target=sample, name=f"rss-{name}", daemon=True)
+        sampler.start()
         wall, cpu = time.perf_counter(), time.process_time()
         try:
             yield record
         finally:
+            done.set()
+            sampler.join()
             record["wall_s"] = round(time.perf_counter() - wall, 3)
             record["cpu_s"] = round(time.process_time() - cpu, 3)
-            record["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
+            record["peak_rss_mb"] = round(max(peak[0], _rss_mb()), 1)
+            record["process_peak_rss_mb"] = round(_process_peak_mb(), 1)
             self.steps[name] = record
-
-    def peak_mb(self) -> float:
-        peaks = [s["peak_rss_mb"] for s in self.steps.values() if "peak_rss_mb" in s]
-        return max(peaks + [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0])
 
 
 def _run(stage: Stage, timings: Timings, name: str, fn: Callable[[], dict | None]) -> None:
@@ -376,7 +393,8 @@ def step_tfidf(out: Path, params: dict) -> dict:
             questions = pa.array(pd.read_parquet(out / "questions.parquet")["text"].array).cast(pa.large_string())
             matrix, vocab = text.char_tfidf(questions, tuple(p["char_ngram_range"]), p["min_df"], p["max_features"])
             del questions
-        sizes[kind] = {"features": int(matrix.shape[1]), "nnz_per_question": round(matrix.nnz / max(matrix.shape[0], 1), 1)}
+        sizes[kind] = {"features": int(matrix.shape[1]),
+                       "nnz_per_question": round(matrix.nnz / max(matrix.shape[0], 1), 1)}
         log.info("tfidf %s: %d n-grams, %.1f non-zeros a question", kind, matrix.shape[1],
                  sizes[kind]["nnz_per_question"])
         for part in PARTS:
@@ -481,7 +499,8 @@ def assemble(out: Path) -> dict:
     columns = None
     fixed = {}
     for part in PARTS:
-        frames = [pd.read_parquet(out / f"{name}_{part}.parquet") for name in ("handcrafted", "tfidf_similarity", "graph")]
+        frames = [pd.read_parquet(out / f"{name}_{part}.parquet")
+                  for name in ("handcrafted", "tfidf_similarity", "graph")]
         lengths = {len(f) for f in frames}
         if len(lengths) != 1:
             raise StageError(f"{out}: cached {part} feature files disagree in length {sorted(lengths)}; "
@@ -524,32 +543,37 @@ def build_features(raw_dir, out_dir, params: dict | None = None, source: str = "
     timings = Timings()
     total_wall = time.perf_counter()
 
-    text_outs = (["text_train.parquet", "text_test.parquet", "questions.parquet", "tokens.npz", "words.parquet",
-                  "corpus.txt", "raw_text_features_train.parquet", "raw_text_features_test.parquet",
-                  "text_report.json", "ids_train.npy", "ids_test.npy", "labels.npy"])
-    s_text = Stage("features-text", out, deps=[train_csv, test_csv], params=params["text"], outs=text_outs)
-    _run(s_text, timings, "text", lambda: step_text(train_csv, test_csv, out, source))
+    version = params["version"]
 
     def dep(*names):
         return [out / n for n in names]
 
+    text_outs = ["text_train.parquet", "text_test.parquet", "questions.parquet", "tokens.npz", "words.parquet",
+                 "corpus.txt", "raw_text_features_train.parquet", "raw_text_features_test.parquet",
+                 "text_report.json", "ids_train.npy", "ids_test.npy", "labels.npy"]
+    s_text = Stage("features-text", out, deps=[train_csv, test_csv],
+                   params={"text": params["text"], "version": version}, outs=text_outs)
+    _run(s_text, timings, "text", lambda: step_text(train_csv, test_csv, out, source))
+
     s_folds = Stage("features-folds", out, deps=dep("labels.npy"),
-                    params={"n_folds": params["n_folds"], "seed": params["seed"]}, outs=["folds.npy"])
+                    params={"n_folds": params["n_folds"], "seed": params["seed"], "version": version},
+                    outs=["folds.npy"])
     _run(s_folds, timings, "folds", lambda: step_folds(out, params))
 
     s_w2v = Stage("features-word2vec", out, deps=dep("corpus.txt"),
-                  params={"word2vec": params["word2vec"], "seed": params["seed"]}, outs=["word2vec.kv"])
+                  params={"word2vec": params["word2vec"], "seed": params["seed"], "version": version},
+                  outs=["word2vec.kv"])
     _run(s_w2v, timings, "word2vec", lambda: step_word2vec(out, params))
 
     text_deps = dep("text_train.parquet", "text_test.parquet", "tokens.npz", "words.parquet", "questions.parquet")
-    s_tfidf = Stage("features-tfidf", out, deps=text_deps, params=params["tfidf"],
+    s_tfidf = Stage("features-tfidf", out, deps=text_deps, params={"tfidf": params["tfidf"], "version": version},
                     outs=TFIDF_OUTS + ["tfidf_similarity_train.parquet", "tfidf_similarity_test.parquet"])
     _run(s_tfidf, timings, "tfidf", lambda: step_tfidf(out, params))
 
     seq_deps = text_deps + (dep("word2vec.kv") if params["sequences"]["vectors"] != "pretrained" else [])
     seq_deps += [Path(pretrained)] if pretrained else []
     s_seq = Stage("features-sequences", out, deps=seq_deps,
-                  params={"sequences": params["sequences"], "seed": params["seed"]},
+                  params={"sequences": params["sequences"], "seed": params["seed"], "version": version},
                   outs=SEQ_OUTS + ["vocab.json", "embedding_matrix.npy"])
     _run(s_seq, timings, "sequences", lambda: step_sequences(out, params))
 
@@ -558,14 +582,15 @@ def build_features(raw_dir, out_dir, params: dict | None = None, source: str = "
     if not with_wmd:
         log.info("pair features: Word Mover's Distance left out: %d pairs > --wmd-max-pairs %d "
                  "(exact WMD costs ~50-100 us a pair)", n_pairs, params["pairs"]["wmd_max_pairs"])
-    s_pairs = Stage("features-pairs", out, deps=text_deps + dep("raw_text_features_train.parquet",
-                                                                 "raw_text_features_test.parquet", "word2vec.kv"),
-                    params={"pairs": params["pairs"], "with_wmd": with_wmd},
+    s_pairs = Stage("features-pairs", out,
+                    deps=text_deps + dep("raw_text_features_train.parquet", "raw_text_features_test.parquet",
+                                         "word2vec.kv"),
+                    params={"pairs": params["pairs"], "with_wmd": with_wmd, "version": version},
                     outs=["handcrafted_train.parquet", "handcrafted_test.parquet"])
     _run(s_pairs, timings, "pairs", lambda: step_pairs(out, params, with_wmd))
 
     s_graph = Stage("features-graph", out, deps=dep("text_train.parquet", "text_test.parquet", "questions.parquet"),
-                    params={"graph_version": 1}, outs=["graph_train.parquet", "graph_test.parquet"])
+                    params={"version": version}, outs=["graph_train.parquet", "graph_test.parquet"])
     _run(s_graph, timings, "graph", lambda: step_graph(out))
 
     with timings.step("assemble"):
@@ -574,7 +599,7 @@ def build_features(raw_dir, out_dir, params: dict | None = None, source: str = "
         write_json(out / "params.json", {"params": params, "run": run_info})
     timings.steps["total"] = {"wall_s": round(time.perf_counter() - total_wall, 3),
                               "cpu_s": round(sum(s.get("cpu_s", 0.0) for s in timings.steps.values()), 3),
-                              "peak_rss_mb": round(timings.peak_mb(), 1), "peak_rss_per_step": timings.per_step}
+                              "peak_rss_mb": round(_process_peak_mb(), 1)}
     write_json(out / "timings.json", timings.steps)
     final.done({"timings": timings.steps, "run": run_info})
     log.info("features: done in %.1f s (peak RSS %.0f MB) -> %s", timings.steps["total"]["wall_s"],

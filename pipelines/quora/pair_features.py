@@ -73,7 +73,6 @@ def prepare_context(tokens: Tokens, keyed_vectors) -> PairContext:
 
     dim = keyed_vectors.vector_size
     vectors = np.zeros((len(tokens.words), dim), dtype=np.float32)
-    known = np.zeros(len(tokens.words), dtype=bool)
     key_to_index = keyed_vectors.key_to_index
     rows = np.array([key_to_index.get(w, -1) for w in tokens.words], dtype=np.int64)
     known = rows >= 0
@@ -118,30 +117,35 @@ def shared_word_features(ctx: PairContext, u: np.ndarray, v: np.ndarray) -> dict
 
 
 def vector_distances(a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
-    """Distances between rows of two (n, dim) arrays of mean vectors (zero rows allowed)."""
-    a = a.astype(np.float64)
-    b = b.astype(np.float64)
-    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    """Distances between rows of two (n, dim) float32 arrays of mean vectors (zero rows allowed)."""
+    a = np.asarray(a, dtype=np.float32)
+    b = np.asarray(b, dtype=np.float32)
+    na = np.sqrt(np.einsum("ij,ij->i", a, a))
+    nb = np.sqrt(np.einsum("ij,ij->i", b, b))
     dot = np.einsum("ij,ij->i", a, b)
-    both_empty = (na == 0) & (nb == 0)
-    cosine = np.where(both_empty, 0.0, 1.0)
+    cosine = np.where((na == 0) & (nb == 0), 0.0, 1.0)
     ok = (na > 0) & (nb > 0)
     cosine[ok] = 1.0 - dot[ok] / (na[ok] * nb[ok])
-    diff = np.abs(a - b)
+    sum_abs = np.abs(a + b).sum(axis=1)
     total = np.abs(a) + np.abs(b)
+    diff = a - b
+    euclidean = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+    np.abs(diff, out=diff)
+    manhattan = diff.sum(axis=1)
+    np.divide(diff, total, out=diff, where=total > 0)  # where total is 0 both are 0 and so is diff
     return {
         "w2v_cosine": np.clip(cosine, 0.0, 2.0),
-        "w2v_euclidean": np.linalg.norm(a - b, axis=1),
-        "w2v_manhattan": diff.sum(axis=1),
-        "w2v_braycurtis": _safe_div(diff.sum(axis=1), np.abs(a + b).sum(axis=1)),
-        "w2v_canberra": np.divide(diff, total, out=np.zeros_like(diff), where=total > 0).sum(axis=1),
+        "w2v_euclidean": euclidean,
+        "w2v_manhattan": manhattan,
+        "w2v_braycurtis": _safe_div(manhattan, sum_abs),
+        "w2v_canberra": diff.sum(axis=1),
     }
 
 
 def mean_vectors(ctx: PairContext, rows: np.ndarray) -> np.ndarray:
     counts = ctx.vec_counts[rows]
-    sums = counts @ ctx.word_vectors
-    n = _row_sums(counts)
+    sums = np.asarray(counts @ ctx.word_vectors, dtype=np.float32)
+    n = _row_sums(counts).astype(np.float32)
     return np.divide(sums, n[:, None], out=np.zeros_like(sums), where=n[:, None] > 0)
 
 
@@ -167,7 +171,8 @@ def _emd_solver():
         from ot.lp.emd_wrap import emd_c
 
         def solve(a, b, cost):
-            return float(emd_c(a, b, cost, 100_000, 1)[1])
+            _, value, _, _, code = emd_c(a, b, cost, 100_000, 1)
+            return float(value) if code == 1 else float(ot.emd2(a, b, cost))  # 1: optimal
     except (ImportError, TypeError):  # pragma: no cover - other POT versions
         def solve(a, b, cost):
             return float(ot.emd2(a, b, cost))
@@ -177,8 +182,13 @@ def _emd_solver():
 def word_movers_distance(ctx: PairContext, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Exact WMD of each pair (see the module docstring); a Python loop around POT's C++ solver."""
     solve = _emd_solver()
-    indptr, indices, data = ctx.vec_counts.indptr, ctx.vec_counts.indices, ctx.vec_counts.data
-    unit = ctx.unit_vectors
+    counts = ctx.vec_counts
+    indptr, indices = counts.indptr, counts.indices
+    # float64 throughout: the solver needs both weight vectors to sum to the same value
+    row_of_entry = np.repeat(np.arange(counts.shape[0]), np.diff(indptr))
+    data = counts.data.astype(np.float64)
+    weights = data / np.bincount(row_of_entry, weights=data, minlength=counts.shape[0])[row_of_entry]
+    unit = ctx.unit_vectors.astype(np.float64)
     out = np.zeros(len(u), dtype=np.float64)
     for i in tqdm(range(len(u)), desc="wmd", unit="pair", mininterval=2, disable=len(u) < 50_000):
         a, b = u[i], v[i]
@@ -186,20 +196,16 @@ def word_movers_distance(ctx: PairContext, u: np.ndarray, v: np.ndarray) -> np.n
         if sa == ea or sb == eb:
             out[i] = 0.0 if sa == ea and sb == eb else 1.0
             continue
-        va, vb = unit[indices[sa:ea]].astype(np.float64), unit[indices[sb:eb]].astype(np.float64)
-        sq = (va * va).sum(1)[:, None] + (vb * vb).sum(1)[None, :] - 2.0 * (va @ vb.T)
-        cost = np.sqrt(np.maximum(sq, 0.0))
-        if not cost.any():
-            continue
-        wa = data[sa:ea].astype(np.float64)
-        wb = data[sb:eb].astype(np.float64)
-        out[i] = solve(wa / wa.sum(), wb / wb.sum(), cost)
+        diff = unit[indices[sa:ea], None, :] - unit[None, indices[sb:eb], :]
+        cost = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))  # exact zeros for shared words
+        if cost.any():
+            out[i] = solve(weights[sa:ea], weights[sb:eb], cost)
     return out
 
 
 def handcrafted_features(ctx: PairContext, qid1: np.ndarray, qid2: np.ndarray, q1_text: pa.Array,
                          q2_text: pa.Array, raw_features: pd.DataFrame, with_wmd: bool, workers: int,
-                         chunk_size: int = 200_000, desc: str = "pair features") -> pd.DataFrame:
+                         chunk_size: int = 100_000, desc: str = "pair features") -> pd.DataFrame:
     """All handcrafted columns for pairs (qid1[i], qid2[i]); ``raw_features`` from the text step."""
     n = len(qid1)
     columns: dict[str, list[np.ndarray]] = {}

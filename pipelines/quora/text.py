@@ -353,14 +353,18 @@ class TfidfVocabulary:
     codes: np.ndarray  # sorted int64 n-gram codes kept (df >= min_df)
     idf: np.ndarray    # float32 idf of each kept code
     n_docs: int
+    distinct_pairs: int = 0  # (document, n-gram) pairs before min_df: an upper bound of the non-zeros
 
 
-def fit_tfidf(code_chunks, n_docs: int, code_bits: int, min_df: int, max_features: int | None = None) -> TfidfVocabulary:
+def fit_tfidf(code_chunks, n_docs: int, code_bits: int, min_df: int,
+              max_features: int | None = None) -> TfidfVocabulary:
     """Document frequencies over chunks of (row, code) arrays -> the kept vocabulary and its idf."""
     all_codes = np.zeros(0, np.int64)
     all_df = np.zeros(0, np.int64)
+    distinct_pairs = 0
     for rows, codes in code_chunks:
         _, doc_codes, _ = _distinct_per_row(rows, codes, code_bits)
+        distinct_pairs += len(doc_codes)
         doc_codes.sort()
         starts, df = _runs(doc_codes)
         # merge two sorted runs (a stable sort of two sorted runs is a linear merge)
@@ -377,7 +381,7 @@ def fit_tfidf(code_chunks, n_docs: int, code_bits: int, min_df: int, max_feature
         keep[order[:max_features]] = True
     codes, df = all_codes[keep], all_df[keep]
     idf = (np.log((1.0 + n_docs) / (1.0 + df)) + 1.0).astype(np.float32)
-    return TfidfVocabulary(codes=codes, idf=idf, n_docs=n_docs)
+    return TfidfVocabulary(codes=codes, idf=idf, n_docs=n_docs, distinct_pairs=distinct_pairs)
 
 
 def transform_tfidf(rows: np.ndarray, codes: np.ndarray, n_rows: int, vocab: TfidfVocabulary) -> sp.csr_matrix:
@@ -414,10 +418,21 @@ def ngram_tfidf(code_fn, n_docs: int, code_bits: int, min_df: int, max_features:
             yield start, code_fn(start, min(start + chunk_size, n_docs))
 
     vocab = fit_tfidf((rc for _, rc in chunks("df")), n_docs, code_bits, min_df, max_features)
-    parts = [transform_tfidf(rows, codes, min(start + chunk_size, n_docs) - start, vocab)
-             for start, (rows, codes) in chunks("rows")]
-    matrix = sp.vstack(parts, format="csr") if parts else sp.csr_matrix((0, len(vocab.codes)), dtype=np.float32)
-    matrix.indices = matrix.indices.astype(np.int32, copy=False)
+    # fill preallocated arrays chunk by chunk: no vstack, whose copy would double the peak memory
+    data = np.empty(vocab.distinct_pairs, dtype=np.float32)
+    indices = np.empty(vocab.distinct_pairs, dtype=np.int32)
+    indptr = np.zeros(n_docs + 1, dtype=np.int64)
+    nnz = 0
+    for start, (rows, codes) in chunks("rows"):
+        stop = min(start + chunk_size, n_docs)
+        part = transform_tfidf(rows, codes, stop - start, vocab)
+        data[nnz:nnz + part.nnz] = part.data
+        indices[nnz:nnz + part.nnz] = part.indices
+        indptr[start + 1:stop + 1] = nnz + part.indptr[1:]
+        nnz += part.nnz
+    if nnz < 0.8 * len(data):  # min_df dropped much: give the rest back
+        data, indices = data[:nnz].copy(), indices[:nnz].copy()
+    matrix = sp.csr_matrix((data[:nnz], indices[:nnz], indptr), shape=(n_docs, len(vocab.codes)))
     return matrix, vocab
 
 

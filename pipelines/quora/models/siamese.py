@@ -13,6 +13,11 @@ Resuming inside a fold: after every epoch the model (with its optimizer state) i
 The state file is written last, so it only ever names complete checkpoints. A re-run of the fold
 loads the checkpoint and continues at the next epoch with the early-stopping state it had.
 
+Execution: TensorFlow graphs (Keras' default) except on tiny data (``--execution auto``, fewer
+than EAGER_BELOW train pairs, e.g. the built-in sample and the test fixtures), where tracing the
+graphs of each fold's new model costs far more (about 10 s a fold on 2 cores) than eager
+execution of a few batches.
+
 Keras and TensorFlow are imported inside the functions that use them: importing them costs
 seconds, and the other models and stages must not pay that.
 """
@@ -29,6 +34,7 @@ from pipelines.quora.models import QuoraFeatures
 
 log = logging.getLogger(__name__)
 PREDICT_CHUNK = 8192
+EAGER_BELOW = 2000  # train pairs under which ``execution='auto'`` runs eagerly
 STATE_FILE = "train_state.json"
 
 
@@ -164,15 +170,17 @@ class SiameseModel:
     def __init__(self, data: QuoraFeatures, rnn: str = "lstm", *, epochs: int = 10, batch_size: int = 256,
                  units: int = 64, patience: int = 2, bidirectional: bool = False, fine_tune: bool = False,
                  with_features: bool = False, dense: int = 64, dropout: float = 0.2,
-                 learning_rate: float = 1e-3, seed: int = 42, verbose: int = 2):
+                 learning_rate: float = 1e-3, execution: str = "auto", seed: int = 42, verbose: int = 2):
         if rnn not in ("lstm", "gru"):
             raise ValueError(f"unknown encoder {rnn!r}")
+        if execution not in ("auto", "graph", "eager"):
+            raise ValueError(f"unknown execution mode {execution!r}")
         self.data = data
         self.name = f"siamese_{rnn}"
         self.params = {"rnn": rnn, "epochs": int(epochs), "batch_size": int(batch_size), "units": int(units),
                        "patience": int(patience), "bidirectional": bool(bidirectional),
                        "fine_tune": bool(fine_tune), "with_features": bool(with_features), "dense": int(dense),
-                       "dropout": float(dropout), "learning_rate": float(learning_rate), "seed": int(seed),
+                       "dropout": float(dropout), "learning_rate": float(learning_rate), "execution": execution, "seed": int(seed),
                        "swap_augmentation": True, "deterministic_ops": True}
         self.verbose = verbose
         self.history: dict = {}
@@ -213,6 +221,11 @@ class SiameseModel:
                                  n_features=n_features, dense=p["dense"], dropout=p["dropout"],
                                  learning_rate=p["learning_rate"])
 
+    @property
+    def eager(self) -> bool:
+        mode = self.params["execution"]
+        return mode == "eager" or (mode == "auto" and len(self.data.labels) < EAGER_BELOW)
+
     # ----- CV engine interface ------------------------------------------------------------------
     def fit(self, fold: int, train_idx: np.ndarray, valid_idx: np.ndarray, fold_dir: Path) -> FittedSiamese:
         keras, tf = keras_modules()
@@ -236,6 +249,7 @@ class SiameseModel:
             log.info("%s fold %d: resuming from the checkpoint after epoch %d", self.name, fold + 1, state["epoch"])
         else:
             model = self.new_keras_model(n_features)
+        model.run_eagerly = self.eager
         fitted.model = model
 
         initial_epoch = int(state["epoch"]) if state else 0

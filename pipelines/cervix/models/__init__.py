@@ -1,0 +1,31 @@
+"""Cervix models, each a CV model for pipelines.common.cv.run_cv.
+
+    bow_svm        colour histograms + colour layout + bag of visual words -> RBF SVM (numpy/sklearn)
+    small_cnn      compact CNN from scratch (Keras)
+    mobilenet_v2   keras.applications backbones with a new 3-class head (pretrained or from scratch)
+    vgg16
+    resnet50
+
+Keras/TensorFlow are imported only when a network is built (``cnn`` is imported lazily).
+"""
+from __future__ import annotations
+
+from pipelines.cervix.models.bow_svm import BowSvmModel, BowSvmOptions
+
+NETWORKS = ("small_cnn", "mobilenet_v2", "vgg16", "resnet50")
+MODEL_NAMES = ("bow_svm",) + NETWORKS
+
+
+def make_model(name: str, x_train, y, x_test, image_size: int, bow: BowSvmOptions | None = None, net=None,
+               verbose: int = 2):
+    """The CV model object for ``name``; ``net`` is a cnn.NetOptions for the networks."""
+    if name == "bow_svm":
+        return BowSvmModel(x_train, y, x_test, bow or BowSvmOptions())
+    if name in NETWORKS:
+        from pipelines.cervix.models.cnn import KerasImageModel, NetOptions
+
+        return KerasImageModel(name, x_train, y, x_test, net or NetOptions(), image_size, verbose=verbose)
+    raise ValueError(f"unknown cervix model {name!r}; use one of {', '.join(MODEL_NAMES)}")
+
+
+__all__ = ["BowSvmModel", "BowSvmOptions", "MODEL_NAMES", "NETWORKS", "make_model"]
