@@ -20,7 +20,15 @@ the steps that use it (``--w2v-epochs`` redoes word2vec, sequences and pair feat
     graph      question-graph features
     assemble   pair_features_*.parquet, params.json, timings.json and the stage lock
 
-Every step's wall time and peak RSS go to ``timings.json`` (and the lock), for the benchmark.
+Also cached there for later steps and other code: ``text_{train,test}.parquet`` (id, qid1, qid2 — one
+question-id space over train and test, from the normalised text — and the normalised q1, q2),
+``questions.parquet`` (normalised text of each question id), ``tokens.npz`` + ``words.parquet``.
+
+Sequences: the vocabulary is every word occurring at least ``--seq-min-count`` times over the
+distinct questions, indexed 1.. from the most frequent (``vocab.json``); other words are dropped;
+each question keeps its first ``--max-len`` words, zero-padded at the end. Embedding row 0 is zeros.
+
+Every step's wall time, CPU time and peak RSS go to ``timings.json`` (and the lock), for the benchmark.
 """
 from __future__ import annotations
 
@@ -84,26 +92,31 @@ CONTRACT_OUTS = (["ids_train.npy", "ids_test.npy", "labels.npy", "folds.npy", "p
 def add_arguments(parser) -> None:
     g = parser.add_argument_group("quora features")
     g.add_argument("--n-folds", type=int, default=config.N_FOLDS, help="CV folds (default %(default)s)")
-    g.add_argument("--w2v-dim", type=int, default=DEFAULTS["word2vec"]["vector_size"], help="word2vec vector size")
-    g.add_argument("--w2v-window", type=int, default=DEFAULTS["word2vec"]["window"])
-    g.add_argument("--w2v-min-count", type=int, default=DEFAULTS["word2vec"]["min_count"])
-    g.add_argument("--w2v-epochs", type=int, default=DEFAULTS["word2vec"]["epochs"])
-    g.add_argument("--tfidf-min-df", type=int, default=DEFAULTS["tfidf"]["min_df"])
+    g.add_argument("--w2v-dim", type=int, default=DEFAULTS["word2vec"]["vector_size"],
+                   help="word2vec vector size (default %(default)s)")
+    g.add_argument("--w2v-window", type=int, default=DEFAULTS["word2vec"]["window"], help="(default %(default)s)")
+    g.add_argument("--w2v-min-count", type=int, default=DEFAULTS["word2vec"]["min_count"],
+                   help="(default %(default)s)")
+    g.add_argument("--w2v-epochs", type=int, default=DEFAULTS["word2vec"]["epochs"], help="(default %(default)s)")
+    g.add_argument("--tfidf-min-df", type=int, default=DEFAULTS["tfidf"]["min_df"],
+                   help="minimum number of distinct questions an n-gram occurs in (default %(default)s)")
     g.add_argument("--tfidf-max-features", type=int, default=None, help="keep the N most frequent n-grams")
     g.add_argument("--char-ngrams", type=int, nargs=2, metavar=("MIN", "MAX"),
                    default=DEFAULTS["tfidf"]["char_ngram_range"], help="char n-gram range, 1..5 (default 3 3)")
     g.add_argument("--word-ngrams", type=int, nargs=2, metavar=("MIN", "MAX"),
                    default=DEFAULTS["tfidf"]["word_ngram_range"], help="word n-gram range, 1..2 (default 1 2)")
-    g.add_argument("--max-len", type=int, default=DEFAULTS["sequences"]["max_len"], help="sequence length")
+    g.add_argument("--max-len", type=int, default=DEFAULTS["sequences"]["max_len"],
+                   help="sequence length (default %(default)s)")
     g.add_argument("--seq-min-count", type=int, default=DEFAULTS["sequences"]["min_count"],
-                   help="minimum count of a word in the sequence vocabulary")
+                   help="minimum count of a word in the sequence vocabulary (default %(default)s)")
     g.add_argument("--vectors", choices=["trained", "pretrained", "both"], default="trained",
                    help="embedding matrix from the trained word2vec, the pretrained file, or both concatenated")
     g.add_argument("--pretrained-vectors", type=Path, default=None,
                    help="word2vec binary (e.g. GoogleNews-vectors-negative300.bin[.gz]) or GloVe text file")
     g.add_argument("--pretrained-format", choices=embeddings.FORMATS, default="auto")
     g.add_argument("--wmd-max-pairs", type=int, default=DEFAULTS["pairs"]["wmd_max_pairs"],
-                   help="compute Word Mover's Distance only when train+test pairs are at most this many")
+                   help="compute Word Mover's Distance only when train+test pairs are at most this many "
+                        "(default %(default)s)")
 
 
 def params_from_args(args) -> dict:

@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-resume", action="store_true", help="refit every fold, ignoring earlier checkpoints")
     bow = parser.add_argument_group("bag-of-words models (bow_svm, bow_lr)")
     bow.add_argument("--bow-C", type=float, default=None,
-                     help="inverse regularisation strength (default: 4.0 for bow_lr, 0.1 for bow_svm)")
+                     help="inverse regularisation strength (default: 1.0 for bow_lr, 0.1 for bow_svm)")
     bow.add_argument("--bow-word-only", action="store_true", help="word TF-IDF only (no char n-grams)")
     bow.add_argument("--bow-no-sum", action="store_true", help="leave out the q1+q2 (topic) block")
     gbm = parser.add_argument_group("LightGBM (lgbm)")
@@ -37,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="default: 0.1%% of the train rows, at least 20")
     gbm.add_argument("--lgbm-feature-fraction", type=float, default=None)
     gbm.add_argument("--lgbm-rounds", type=int, default=None, help="most boosting rounds (early stopping picks)")
+    gbm.add_argument("--lgbm-bow-columns", type=int, default=None,
+                     help="also give the trees the N most used columns of the word TF-IDF pair blocks (default 0)")
     nn = parser.add_argument_group("siamese networks (siamese_lstm, siamese_gru)")
     nn.add_argument("--epochs", type=int, default=10)
     nn.add_argument("--batch-size", type=int, default=256)
@@ -66,7 +68,8 @@ def build_model(name: str, data: QuoraFeatures, args: argparse.Namespace):
 
         return LgbmModel(data, seed=args.seed, learning_rate=args.lgbm_learning_rate,
                          num_leaves=args.lgbm_num_leaves, min_data_in_leaf=args.lgbm_min_data_in_leaf,
-                         feature_fraction=args.lgbm_feature_fraction, num_boost_round=args.lgbm_rounds)
+                         feature_fraction=args.lgbm_feature_fraction, num_boost_round=args.lgbm_rounds,
+                         bow_columns=args.lgbm_bow_columns)
     if name in ("siamese_lstm", "siamese_gru"):
         from pipelines.quora.models.siamese import SiameseModel
 

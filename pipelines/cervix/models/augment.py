@@ -64,13 +64,22 @@ def tta_views(x: np.ndarray, n: int) -> list[np.ndarray]:
     return [np.ascontiguousarray(t(x)) for t in TTA_TRANSFORMS[:n]]
 
 
-def predict_tta(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray, n: int) -> np.ndarray:
-    """Mean of ``predict`` over the first ``n`` views of ``x``; (N, K) probabilities."""
-    total = None
-    for view in tta_views(x, n):
-        pred = np.asarray(predict(view), dtype=np.float64)
-        total = pred if total is None else total + pred
-    return total / n
+def predict_tta(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray, n: int,
+                chunk: int = 256) -> np.ndarray:
+    """Mean of ``predict`` over the first ``n`` views of ``x``; (N, K) probabilities.
+
+    The views of up to ``chunk`` images go to ``predict`` in one call (a Keras predict call has a
+    fixed cost of its own), so memory stays at chunk * n images whatever the size of ``x``.
+    """
+    out = []
+    for start in range(0, len(x), chunk):
+        part = np.asarray(x[start:start + chunk])
+        views = tta_views(part, n)
+        pred = np.asarray(predict(np.concatenate(views)), dtype=np.float64)
+        out.append(pred.reshape(n, len(part), -1).mean(axis=0))
+    if not out:
+        raise ValueError("predict_tta: no images")
+    return np.concatenate(out)
 
 
 # level -> (zoom: largest fraction cut from the side, brightness: fraction of 255,

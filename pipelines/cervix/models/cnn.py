@@ -50,6 +50,10 @@ APPLICATIONS = {
     "mobilenet_v2": ("MobileNetV2", "mobilenet_v2"),
 }
 ARCHITECTURES = ("small_cnn",) + tuple(APPLICATIONS)
+# Keras' default 0.99 leaves the moving statistics near their initial values for the first few
+# hundred steps, and a small data set has only ~40 steps per epoch: validation then sees a
+# network that is not the one being trained.
+BN_MOMENTUM = 0.9
 MIN_INPUT_SIZE = {"vgg16": 32, "resnet50": 32, "mobilenet_v2": 32, "small_cnn": 16}
 
 
@@ -210,11 +214,11 @@ def small_cnn_body(x, width: int):
 
     x = layers.Rescaling(1.0 / 255)(x)
     x = layers.Conv2D(width, 5, strides=2, padding="same", use_bias=False)(x)
-    x = layers.BatchNormalization()(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
     x = layers.ReLU()(x)
     for i, filters in enumerate((width, width * 2, width * 4, width * 8)):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"block{i + 1}_conv")(x)
-        x = layers.BatchNormalization(name=f"block{i + 1}_bn")(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"block{i + 1}_bn")(x)
         x = layers.ReLU(name=f"block{i + 1}_relu")(x)
         if i < 3:
             x = layers.MaxPooling2D(name=f"block{i + 1}_pool")(x)
@@ -310,7 +314,7 @@ def balanced_class_weight(y: np.ndarray) -> dict[int, float]:
 class TrainState:
     phase: int = 0
     epochs_done: int = 0
-    phase_finished: bool = False
+    phase_finished: bool = False  # the phase was ended early (patience); otherwise epochs_done tells
     best_val_loss: float = math.inf
     best_epoch: int = -1
     wait: int = 0
@@ -429,8 +433,6 @@ class KerasImageModel:
                       epochs=phase.end_epoch, initial_epoch=state.epochs_done, class_weight=class_weight,
                       callbacks=[make_checkpoint_callback(state, files, self.opts.patience)], verbose=self.verbose,
                       shuffle=True)
-            state.phase_finished = True
-            state.save(files["state"])
         if files["best"].exists():
             model.load_weights(files["best"])
             log.info("%s fold %d: best val_loss %.4f at epoch %d", self.name, fold + 1, state.best_val_loss,

@@ -42,7 +42,7 @@ class BowModel:
         self.data = data
         self.kind = kind
         self.name = f"bow_{kind}"
-        C = C if C is not None else (4.0 if kind == "lr" else 0.1)
+        C = C if C is not None else (1.0 if kind == "lr" else 0.1)
         self.params = {"kind": kind, "C": float(C), "char": bool(char), "with_sum": bool(with_sum),
                        "calibration": "sigmoid, 3-fold inner CV" if kind == "svm" else None, "seed": int(seed)}
         self._train_x = None

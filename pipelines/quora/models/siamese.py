@@ -33,7 +33,7 @@ from pipelines.common.io import atomic_path, read_json, write_json
 from pipelines.quora.models import QuoraFeatures
 
 log = logging.getLogger(__name__)
-PREDICT_CHUNK = 8192
+PREDICT_CHUNK = 2048  # pairs per predict call: small enough that padding the last chunk wastes little
 EAGER_BELOW = 2000  # train pairs under which ``execution='auto'`` runs eagerly
 STATE_FILE = "train_state.json"
 
@@ -200,6 +200,21 @@ class SiameseModel:
             x["feats"] = ((np.asarray(feats, dtype=np.float32) - fitted.feat_mean) / fitted.feat_std).astype(np.float32)
         return x
 
+    @property
+    def n_features(self) -> int:
+        feats = self._features("train")
+        return 0 if feats is None else feats.shape[1]
+
+    def feature_scaler(self, train_idx: np.ndarray) -> FittedSiamese:
+        """Standardisation of the pair features fitted on the fold's train part (a model without weights yet)."""
+        feats = self._features("train")
+        if feats is None:
+            return FittedSiamese(None, None, None)
+        mean = feats[train_idx].mean(axis=0)
+        std = feats[train_idx].std(axis=0)
+        std[std == 0] = 1.0
+        return FittedSiamese(None, mean, std)
+
     def training_arrays(self, train_idx: np.ndarray, valid_idx: np.ndarray, scaler: FittedSiamese):
         """(x, y) for fit with both pair orders, and (x, y) of the validation part in the given order."""
         q1, q2 = self.data.seq("q1", "train"), self.data.seq("q2", "train")
@@ -213,7 +228,8 @@ class SiameseModel:
         x_valid = self._inputs(q1[valid_idx], q2[valid_idx], None if feats is None else feats[valid_idx], scaler)
         return x_train, y_train, x_valid, y[valid_idx]
 
-    def new_keras_model(self, n_features: int):
+    def new_keras_model(self, n_features: int | None = None):
+        n_features = self.n_features if n_features is None else n_features
         p = self.params
         return build_keras_model(max_len=self.data.seq("q1", "train").shape[1],
                                  embedding_matrix=self.data.embedding_matrix(), rnn=p["rnn"], units=p["units"],
@@ -233,14 +249,8 @@ class SiameseModel:
         keras.utils.set_random_seed(self.params["seed"] + fold)
         tf.config.experimental.enable_op_determinism()
 
-        feats = self._features("train")
-        mean = std = None
-        if feats is not None:
-            mean = feats[train_idx].mean(axis=0)
-            std = feats[train_idx].std(axis=0)
-            std[std == 0] = 1.0
-        fitted = FittedSiamese(None, mean, std)
-        n_features = 0 if feats is None else feats.shape[1]
+        fitted = self.feature_scaler(train_idx)
+        n_features = self.n_features
 
         state = read_json(fold_dir / STATE_FILE) if (fold_dir / STATE_FILE).exists() else None
         if state:

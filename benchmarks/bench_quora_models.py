@@ -1,0 +1,303 @@
+"""Quora models: CV quality on real rows, siamese training throughput, and cost at Kaggle scale.
+
+    python -m benchmarks quora_models                     # (1) quality + (2) throughput, real rows
+    python -m benchmarks quora_models --scale=kaggle      # (3) time and memory per model at Kaggle size
+
+(options in the --name=value form: the benchmarks runner treats bare words as benchmark names)
+
+(1) ``--scale real`` (default): imports ``/work/shared/data/quora`` (11,587 real labelled pairs) as
+source ``local-quora`` with the data stage, builds its features, trains every model from scratch
+with its default options (5-fold CV, each model in its own process for its peak RSS), blends them,
+and writes the table of CV log loss / AUC / accuracy / time / memory to BENCHMARKS.md
+(section ``quora-models``), with the checks: the blend beats every model, LightGBM beats the BoW
+SVM, and the blend's target (CV log loss <= 0.365).
+
+(2) Siamese throughput (same run, section ``quora-siamese-throughput``): training pairs per second
+of fold 1 fitted through the pipeline (``SiameseModel.fit``: array preparation, swap augmentation,
+per-epoch checkpoints, resumable early stopping) next to a plain ``model.fit`` of the same Keras
+model on the same prepared arrays; same epochs (patience > epochs, so both run all of them).
+
+(3) ``--scale kaggle``: every model on the Kaggle-size features built by
+``python -m benchmarks quora_features`` (``data/quora/bench-kaggle/features``; synthetic labels, so
+timings only): fit and predict seconds of one fold (``--folds=all`` for all five) and the peak RSS of
+the process, section ``quora-models-kaggle-scale``. The siamese networks run ``--nn-epochs`` epochs
+(default 1) there: their time per epoch is the figure of interest.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipelines import config
+
+log = logging.getLogger(__name__)
+REAL_SOURCE = "local-quora"
+RESULT_TAG = "BENCH_RESULT "
+TARGET_BLEND = 0.365
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m benchmarks quora_models")
+    p.add_argument("--scale", choices=["real", "kaggle"], default="real")
+    p.add_argument("--data", default=str(config.SHARED_DATA / "quora"), help="real data folder (scale real)")
+    p.add_argument("--features-dir", default=None,
+                   help="scale kaggle: features folder (default data/quora/bench-kaggle/features)")
+    p.add_argument("--models", default=None, help="comma-separated subset (default: every model)")
+    p.add_argument("--train-args", default="", help="extra `make train` options for every model, quoted")
+    p.add_argument("--folds", choices=["one", "all"], default="one", help="scale kaggle: folds to fit")
+    p.add_argument("--nn-epochs", type=int, default=1, help="scale kaggle: epochs of the siamese networks")
+    p.add_argument("--throughput-epochs", type=int, default=3)
+    p.add_argument("--no-throughput", action="store_true")
+    p.add_argument("--no-report", action="store_true", help="print, do not write BENCHMARKS.md")
+    # internal: one model in a child process
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--source", default=REAL_SOURCE, help=argparse.SUPPRESS)
+    p.add_argument("--out-dir", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--only-fold", action="store_true", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+# ----- one model, in its own process ------------------------------------------------------------------
+
+def train_namespace(model: str, source: str, extra: list[str]) -> argparse.Namespace:
+    from pipelines.__main__ import base_parser
+    from pipelines.quora import train
+
+    parser = base_parser(add_help=False)
+    train.add_arguments(parser)
+    return parser.parse_args(["train", "--comp", "quora", "--source", source, "--model", model, *extra])
+
+
+def child_main(args) -> int:
+    """Train one model from scratch (no resume) and print its timings and this process's peak RSS."""
+    from benchmarks.report import peak_rss_mb
+    from pipelines.common.cv import run_cv
+    from pipelines.common.records import input_fingerprints
+    from pipelines.quora import train
+    from pipelines.quora.models import QuoraFeatures
+
+    ns = train_namespace(args.child, args.source, shlex.split(args.train_args))
+    data = QuoraFeatures(Path(args.features_dir))
+    t0 = time.perf_counter()
+    model = train.build_model(args.child, data, ns)
+    out_dir = Path(args.out_dir)
+    result = run_cv(model, comp="quora", source=args.source, out_dir=out_dir, y=data.labels, folds=data.folds,
+                    train_ids=data.ids_train, test_ids=data.ids_test, task="binary", class_names=train.CLASS_NAMES,
+                    seed=ns.seed, inputs=input_fingerprints([data.lock_path]), resume=False,
+                    only_folds=[0] if args.only_fold else None)
+    wall = time.perf_counter() - t0
+    folds_done = sorted(int(p.stem.split("_")[1]) for p in (out_dir / "folds").glob("fold_*.npz"))
+    fit_s, predict_s = [], []
+    for k in folds_done:
+        with np.load(out_dir / "folds" / f"fold_{k}.npz") as z:
+            fit_s.append(float(z["fit_s"]))
+            predict_s.append(float(z["predict_s"]))
+    out = {"model": args.child, "wall_s": wall, "peak_rss_mb": peak_rss_mb(), "folds": folds_done,
+           "fit_s": fit_s, "predict_s": predict_s, "n_train": int(len(data.labels)),
+           "n_test": int(len(data.ids_test)), "complete": bool(result.get("complete"))}
+    for key in ("log_loss", "auc", "accuracy"):
+        if key in result:
+            out[key] = result[key]
+    print(RESULT_TAG + json.dumps(out), flush=True)
+    return 0
+
+
+def run_child(model: str, features_dir: Path, out_dir: Path, source: str, extra: list[str],
+              only_fold: bool) -> dict:
+    cmd = [sys.executable, "-m", "benchmarks.bench_quora_models", f"--child={model}",
+           f"--features-dir={features_dir}", f"--out-dir={out_dir}", f"--source={source}",
+           f"--train-args={shlex.join(extra)}"]
+    if only_fold:
+        cmd.append("--only-fold")
+    log.info("benchmark: %s", " ".join(cmd))
+    proc = subprocess.run(cmd, cwd=config.ROOT, stdout=subprocess.PIPE, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{model} failed (exit {proc.returncode}); run the command above to see why")
+    return json.loads(lines[-1][len(RESULT_TAG):])
+
+
+# ----- (1) quality on the real rows ---------------------------------------------------------------------
+
+def _f(v, fmt="{:.4f}"):
+    return "–" if v is None or (isinstance(v, float) and np.isnan(v)) else fmt.format(v)
+
+
+def quality(args, models: list[str], extra: list[str]) -> tuple[str, dict]:
+    from pipelines.__main__ import main as cli
+    from pipelines.common.io import read_json
+
+    data_path = Path(args.data)
+    if not data_path.exists():
+        raise SystemExit(f"no real data at {data_path}")
+    source = config.source_label(str(data_path))
+    for stage in (["data"], ["features"]):
+        if cli([*stage, "--comp", "quora", "--source", str(data_path)]) != 0:
+            raise SystemExit(f"the {stage[0]} stage failed on {data_path}")
+    features_dir = config.features_dir("quora", source)
+    rows = {}
+    for m in models:
+        rows[m] = run_child(m, features_dir, config.model_dir("quora", source, m), source, extra, only_fold=False)
+    t0 = time.perf_counter()
+    if cli(["blend", "--comp", "quora", "--source", source, "--no-submission"]) != 0:
+        raise SystemExit("the blend stage failed")
+    blend_wall = time.perf_counter() - t0
+    blend = read_json(config.model_dir("quora", source, "blend") / "metrics.json")
+
+    lines = ["| model | CV log loss | AUC | accuracy | fit s (5 folds) | predict s | peak RSS MB | blend weight |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    weights = blend.get("weights", {})
+    for m, r in rows.items():
+        lines.append(f"| {m} | {_f(r['log_loss'])} | {_f(r.get('auc'))} | {_f(r['accuracy'])} | "
+                     f"{sum(r['fit_s']):.1f} | {sum(r['predict_s']):.1f} | {r['peak_rss_mb']:.0f} | "
+                     f"{_f(weights.get(m), '{:.3f}')} |")
+    lines.append(f"| **blend ({blend['method']}, cross-fitted)** | **{_f(blend['log_loss'])}** | {_f(blend.get('auc'))} | "
+                 f"{_f(blend['accuracy'])} | {blend_wall:.1f} (stage) | | | |")
+    best = min(rows, key=lambda m: rows[m]["log_loss"])
+    checks = [
+        f"- blend beats every model: **{'yes' if all(blend['log_loss'] < r['log_loss'] for r in rows.values()) else 'NO'}** "
+        f"(blend {blend['log_loss']:.4f} vs best single {best} {rows[best]['log_loss']:.4f})",
+    ]
+    if "lgbm" in rows and "bow_svm" in rows:
+        ok = rows["lgbm"]["log_loss"] < rows["bow_svm"]["log_loss"]
+        checks.append(f"- LightGBM (handcrafted + graph) beats the BoW SVM: **{'yes' if ok else 'NO'}** "
+                      f"({rows['lgbm']['log_loss']:.4f} vs {rows['bow_svm']['log_loss']:.4f})")
+    met = blend["log_loss"] <= TARGET_BLEND
+    checks.append(f"- blend target CV log loss ≤ {TARGET_BLEND}: **{'met' if met else 'NOT met'}** "
+                  f"({blend['log_loss']:.4f}; the prior scores {prior_log_loss(features_dir):.4f})")
+    n = rows[models[0]]["n_train"]
+    head = (f"{n:,} real labelled pairs (`{data_path}`, source `{source}`), 5-fold CV on the features stage's "
+            f"folds, every model trained from scratch with its default options"
+            f"{' plus `' + shlex.join(extra) + '`' if extra else ''}, each in its own process (peak RSS: that "
+            "process's). The blend's score is cross-fitted (each fold scored by weights fitted on the other "
+            "folds).")
+    return head + "\n\n" + "\n".join(lines) + "\n\n" + "\n".join(checks) + "\n", {"rows": rows, "blend": blend}
+
+
+def prior_log_loss(features_dir: Path) -> float:
+    y = np.load(features_dir / "labels.npy").astype(float)
+    p = y.mean()
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+# ----- (2) siamese throughput -----------------------------------------------------------------------
+
+def throughput(features_dir: Path, epochs: int, model_name: str = "siamese_lstm", repeats: int = 2) -> str:
+    """Pairs/s of fold 1 through SiameseModel.fit versus a plain model.fit on the same arrays."""
+    import tempfile
+
+    from pipelines.quora import train
+    from pipelines.quora.models import QuoraFeatures
+    from pipelines.quora.models.siamese import keras_modules
+
+    keras, tf = keras_modules()
+    data = QuoraFeatures(features_dir)
+    ns = train_namespace(model_name, REAL_SOURCE, ["--epochs", str(epochs), "--patience", str(epochs + 1)])
+    train_idx, valid_idx = np.flatnonzero(data.folds != 0), np.flatnonzero(data.folds == 0)
+    pairs = 2 * len(train_idx) * epochs  # both orders, every epoch
+    timings = {"pipeline": [], "plain": []}
+    for rep in range(repeats):
+        # plain: the same network, the same prepared arrays, the same seed, a bare fit
+        model = train.build_model(model_name, data, ns)
+        keras.utils.set_random_seed(ns.seed)
+        x_train, y_train, x_valid, y_valid = model.training_arrays(train_idx, valid_idx,
+                                                                    model.feature_scaler(train_idx))
+        net = model.new_keras_model()
+        t0 = time.perf_counter()
+        net.fit(x_train, y_train, validation_data=(x_valid, y_valid), epochs=epochs,
+                batch_size=ns.batch_size, shuffle=True, verbose=0)
+        timings["plain"].append(time.perf_counter() - t0)
+        # pipeline: the engine's fit of fold 1 (arrays built inside, checkpoints every epoch)
+        model = train.build_model(model_name, data, ns)
+        model.verbose = 0
+        with tempfile.TemporaryDirectory(prefix="bench-siamese-") as fold_dir:
+            t0 = time.perf_counter()
+            model.fit(0, train_idx, valid_idx, Path(fold_dir))
+            timings["pipeline"].append(time.perf_counter() - t0)
+        assert len(model.history["loss"]) == epochs
+        log.info("throughput repeat %d: plain %.1f s, pipeline %.1f s", rep + 1, timings["plain"][-1],
+                 timings["pipeline"][-1])
+    best = {k: min(v) for k, v in timings.items()}
+    overhead = best["pipeline"] / best["plain"] - 1
+    lines = ["| fit of fold 1 | seconds (best of %d) | training pairs/s |" % repeats, "|---|---:|---:|",
+             f"| plain `model.fit` on the prepared arrays | {best['plain']:.1f} | {pairs / best['plain']:,.0f} |",
+             f"| through the pipeline (`SiameseModel.fit`) | {best['pipeline']:.1f} | {pairs / best['pipeline']:,.0f} |"]
+    head = (f"`{model_name}` with the default options (64 LSTM units, batch 256, frozen embedding), "
+            f"{len(train_idx):,} train pairs of fold 1 in both orders = {2 * len(train_idx):,} pairs an epoch, "
+            f"{epochs} epochs, validation on {len(valid_idx):,} pairs every epoch in both. All runs: "
+            f"{', '.join(f'{k} ' + ' / '.join(f'{t:.1f}' for t in v) + ' s' for k, v in timings.items())}.")
+    verdict = (f"Pipeline overhead: **{overhead * 100:+.1f}%** (limit +10%; it includes building the arrays, "
+               "the swap augmentation and an epoch checkpoint (.keras + best weights + state) every epoch).")
+    return head + "\n\n" + "\n".join(lines) + "\n\n" + verdict + "\n"
+
+
+# ----- (3) Kaggle scale -------------------------------------------------------------------------------
+
+def kaggle_scale(args, models: list[str], extra: list[str]) -> str:
+    features_dir = Path(args.features_dir) if args.features_dir else config.DATA_DIR / "quora" / "bench-kaggle" / "features"
+    if not (features_dir / "features.lock.json").exists():
+        raise SystemExit(f"no features in {features_dir}: run `python -m benchmarks quora_features` first")
+    out_root = config.MODELS_DIR / "quora" / features_dir.parent.name
+    lines = ["| model | folds fitted | fit s / fold | predict s / fold (valid + test) | peak RSS MB |",
+             "|---|---:|---:|---:|---:|"]
+    n_train = n_test = None
+    for m in models:
+        opts = list(extra) + (["--epochs", str(args.nn_epochs)] if m.startswith("siamese") else [])
+        r = run_child(m, features_dir, out_root / m, f"local-{features_dir.parent.name}", opts,
+                      only_fold=args.folds == "one")
+        n_train, n_test = r["n_train"], r["n_test"]
+        lines.append(f"| {m} | {len(r['folds'])} | {np.mean(r['fit_s']):.0f} | {np.mean(r['predict_s']):.0f} | "
+                     f"{r['peak_rss_mb']:.0f} |")
+    head = (f"Features of {n_train:,} train + {n_test:,} test pairs (`{features_dir}`, synthetic labels: timings "
+            f"only). Each model in its own process, fresh (no resume); siamese networks {args.nn_epochs} "
+            "epoch(s). A full `make train` runs 5 folds: about 5 x these per-fold figures.")
+    return head + "\n\n" + "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if args.child:
+        return child_main(args)
+    from pipelines.quora.train import MODELS
+
+    models = [m.strip() for m in args.models.split(",")] if args.models else list(MODELS)
+    extra = shlex.split(args.train_args)
+    command = "nice python -m benchmarks quora_models " + " ".join(argv)
+    if args.scale == "kaggle":
+        body = kaggle_scale(args, models, extra)
+        print(body)
+        if not args.no_report:
+            from benchmarks.report import update_section
+
+            update_section("quora-models-kaggle-scale", body, command.strip())
+        return 0
+    body, _ = quality(args, models, extra)
+    print(body)
+    if not args.no_report:
+        from benchmarks.report import update_section
+
+        update_section("quora-models", body, command.strip())
+    if not args.no_throughput:
+        source = config.source_label(str(Path(args.data)))
+        tp = throughput(config.features_dir("quora", source), args.throughput_epochs)
+        print(tp)
+        if not args.no_report:
+            from benchmarks.report import update_section
+
+            update_section("quora-siamese-throughput", tp, command.strip())
+    return 0
+
+
+if __name__ == "__main__":
+    from pipelines.common.log import setup_logging
+
+    setup_logging()
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,327 @@
+"""Cervix models on tiny data: bow_svm, the Keras networks (one epoch), checkpoint resume, TTA,
+offline weights handling, MODEL=all selection, the submission specifics, and a real-data smoke run."""
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines import config
+from pipelines.cervix import features, submission, train
+from pipelines.cervix.models import augment
+from pipelines.common.io import read_json
+from pipelines.common.log import StageError
+from cervix_helpers import CLASSES, make_raw, raw_dir, tiny_images, train_args
+
+UNIFORM_LOG_LOSS = float(np.log(3))
+
+
+@pytest.fixture
+def sample_features(project_dirs):
+    """Raw images and 32-px tensors of 8 images per class, 2 folds, under the tmp project dirs."""
+    make_raw(raw_dir(), n_per_class=8, n_test=4)
+    features.build_features("sample", image_size=32, n_folds=2, workers=2)
+    return features.load_tensors("sample")
+
+
+def _fold_split(y: np.ndarray):
+    idx = np.arange(len(y))
+    return idx[idx % 2 == 0], idx[idx % 2 == 1]
+
+
+# ------------------------------------------------------------------------------------------ bow_svm
+
+
+def test_bow_svm_trains_through_the_engine(sample_features):
+    results = train.train_models(train_args("sample", "--model", "bow_svm", "--n-words", "16"))
+    res = results["bow_svm"]
+    assert res["complete"] and res["n_folds"] == 2
+    assert res["log_loss"] < UNIFORM_LOG_LOSS  # the red centre's size tells the classes apart
+    out = config.model_dir("cervix", "sample", "bow_svm")
+    oof = pd.read_parquet(out / "oof.parquet")
+    test = pd.read_parquet(out / "test.parquet")
+    assert list(oof.columns) == ["id", "fold", "target", *CLASSES] and len(oof) == 24
+    assert list(test["id"]) == ["0.jpg", "1.jpg", "2.jpg", "3.jpg"]
+    np.testing.assert_allclose(test[CLASSES].sum(axis=1), 1.0, atol=1e-9)
+    run = read_json(out / "run.json")
+    assert any(k.endswith("features.lock.json") for k in run["inputs"])
+    assert (out / "folds" / "fold_0" / "model.joblib").exists()
+
+
+def test_bow_vocabulary_is_fitted_on_the_train_part_only(monkeypatch):
+    from pipelines.cervix.models import bow_svm
+
+    x, y = tiny_images(n_per_class=4, size=32)
+    model = bow_svm.BowSvmModel(x, y, None, bow_svm.BowSvmOptions(n_words=8))
+    seen = {}
+    from sklearn.cluster import MiniBatchKMeans
+
+    original = MiniBatchKMeans.fit
+
+    def spy(self, data, *a, **k):
+        seen["rows"] = len(data)
+        return original(self, data, *a, **k)
+
+    monkeypatch.setattr(MiniBatchKMeans, "fit", spy)
+    train_idx, valid_idx = _fold_split(y)
+    fitted = model.fit(0, train_idx, valid_idx, None)
+    (_, descriptors), _ = model._features()
+    per_image = descriptors.shape[1] * descriptors.shape[2]
+    assert seen["rows"] == len(train_idx) * per_image
+    pred = model.predict_valid(fitted, valid_idx)
+    assert pred.shape == (len(valid_idx), 3)
+    np.testing.assert_allclose(pred.sum(axis=1), 1.0, atol=1e-9)
+
+
+# ---------------------------------------------------------------------------------------- networks
+
+keras = pytest.importorskip("keras")
+from pipelines.cervix.models import cnn  # noqa: E402  (imports Keras)
+
+
+def _net(arch, x, y, tmp_path, **opts):
+    options = cnn.NetOptions(**{"epochs": 1, "batch_size": 8, "tta": 2, "weights": "none", "patience": 3, **opts})
+    return cnn.KerasImageModel(arch, x, y, x[:3], options, x.shape[1], verbose=0)
+
+
+def test_small_cnn_trains_through_the_stage(sample_features):
+    args = train_args("sample", "--model", "small_cnn", "--epochs", "1", "--batch-size", "8", "--width", "8",
+                      "--tta", "2")
+    res = train.train_models(args)["small_cnn"]
+    assert res["complete"] and np.isfinite(res["log_loss"])
+    out = config.model_dir("cervix", "sample", "small_cnn")
+    for name in ("oof.parquet", "test.parquet", "metrics.json", "history.json", "learning_curve.png"):
+        assert (out / name).exists(), name
+    history = read_json(out / "history.json")
+    assert set(history) == {"0", "1"} and len(history["0"]["loss"]) == 1 and "val_loss" in history["0"]
+    fold = out / "folds" / "fold_0"
+    assert (fold / "model.keras").exists()
+    assert not (fold / "checkpoint.keras").exists()  # per-epoch checkpoint dropped once the fold is done
+    params = read_json(out / "params.json")["params"]
+    assert params["epochs"] == 1 and params["tta"] == 2 and params["image_size"] == 32
+    reloaded = cnn.load_fold_model(fold / "model.keras")
+    assert reloaded.predict(np.zeros((1, 32, 32, 3), np.uint8), verbose=0).shape == (1, 3)
+
+
+def test_fold_checkpoint_resumes_mid_fold(tmp_path):
+    x, y = tiny_images(n_per_class=4, size=32)
+    train_idx, valid_idx = _fold_split(y)
+    first = _net("small_cnn", x, y, tmp_path, epochs=1, width=8)
+    first.fit(0, train_idx, valid_idx, tmp_path)  # "interrupted" after epoch 1: save() never ran
+    state = read_json(tmp_path / "train_state.json")
+    assert state["epochs_done"] == 1 and (tmp_path / "checkpoint.keras").exists()
+    second = _net("small_cnn", x, y, tmp_path, epochs=2, width=8)
+    model = second.fit(0, train_idx, valid_idx, tmp_path)
+    assert len(second.history["loss"]) == 2
+    assert second.history["loss"][0] == pytest.approx(first.history["loss"][0])  # epoch 1 was not redone
+    assert read_json(tmp_path / "train_state.json")["epochs_done"] == 2
+    assert second.predict_valid(model, valid_idx).shape == (len(valid_idx), 3)
+
+
+@pytest.mark.parametrize("arch", ["vgg16", "resnet50"])
+def test_keras_applications_from_scratch(arch, tmp_path):
+    x, y = tiny_images(n_per_class=3, size=32)
+    train_idx, valid_idx = _fold_split(y)
+    model_obj = _net(arch, x, y, tmp_path)
+    assert not model_obj.pretrained and "head_epochs" not in model_obj.params
+    fitted = model_obj.fit(0, train_idx, valid_idx, tmp_path)
+    pred = model_obj.predict_valid(fitted, valid_idx)
+    assert pred.shape == (len(valid_idx), 3)
+    np.testing.assert_allclose(pred.sum(axis=1), 1.0, atol=1e-5)
+    assert model_obj.predict_test(fitted).shape == (3, 3)
+    assert fitted.get_layer("preprocess").application == arch
+
+
+def test_mobilenet_v2_with_the_real_imagenet_file(tmp_path):
+    path = config.SHARED_WEIGHTS / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+    if not path.exists():
+        pytest.skip(f"{path} is absent")
+    import h5py
+
+    x, y = tiny_images(n_per_class=3, size=32)
+    train_idx, valid_idx = _fold_split(y)
+    model_obj = _net("mobilenet_v2", x, y, tmp_path, weights=str(path), epochs=2, head_epochs=1,
+                     fine_tune_layers=10)
+    assert model_obj.pretrained and model_obj.params["weights"] == str(path.resolve())
+    fitted = model_obj.fit(0, train_idx, valid_idx, tmp_path)
+    assert len(model_obj.history["loss"]) == 2  # head phase, then fine-tuning
+    backbone = next(layer for layer in fitted.layers if layer.name.startswith("mobilenetv2"))
+    kernel = backbone.get_layer("Conv1").kernel.numpy()
+    with h5py.File(path, "r") as f:
+        expected = f["Conv1"]["Conv1"]["kernel:0"][()]
+    np.testing.assert_array_equal(kernel, expected)  # loaded, and still frozen (below the top 10 layers)
+    trainable = [layer.name for layer in backbone.layers if layer.trainable and layer.weights]
+    assert trainable and all(not name.endswith("_BN") and "bn" not in name.lower() for name in trainable)
+    assert model_obj.predict_valid(fitted, valid_idx).shape == (len(valid_idx), 3)
+
+
+def test_imagenet_offline_fails_fast_and_names_the_ways_out(tmp_path, monkeypatch):
+    monkeypatch.setattr(cnn, "keras_cache_dirs", lambda: [tmp_path / "models"])
+    monkeypatch.setattr(cnn, "NETWORK_PROBE", lambda: False)
+    x, y = tiny_images(n_per_class=2, size=32)
+    t0 = time.perf_counter()
+    with pytest.raises(StageError) as err:
+        _net("vgg16", x, y, tmp_path, weights="imagenet")
+    assert time.perf_counter() - t0 < 10
+    message = str(err.value)
+    assert "--weights none" in message and "--weights /path/to/" in message
+    assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in message and "\n" not in message
+    with pytest.raises(StageError, match="does not exist"):
+        _net("resnet50", x, y, tmp_path, weights=str(tmp_path / "missing.h5"))
+
+
+def test_imagenet_uses_the_cache_without_probing(tmp_path, monkeypatch):
+    cache = tmp_path / "models"
+    cache.mkdir()
+    (cache / cnn.imagenet_file_name("mobilenet_v2", 128, 0.35)).write_bytes(b"x")
+    monkeypatch.setattr(cnn, "keras_cache_dirs", lambda: [cache])
+    monkeypatch.setattr(cnn, "NETWORK_PROBE", lambda: pytest.fail("probed the network despite a cached file"))
+    assert cnn.resolve_weights("mobilenet_v2", "imagenet", 128, 0.35) == "imagenet"
+    assert cnn.imagenet_file_name("mobilenet_v2", 100, 0.5).endswith("_0.5_224_no_top.h5")
+
+
+def test_network_probe_is_bounded_in_time():
+    t0 = time.perf_counter()
+    assert cnn.probe_download_host("192.0.2.1", 9, timeout=0.5) is False  # TEST-NET-1: never answers
+    assert time.perf_counter() - t0 < 2.0
+
+
+def test_augmentation_is_training_only():
+    layer = augment.augmentation_layers("strong", seed=1)[0]
+    x, _ = tiny_images(n_per_class=2, size=32)
+    xf = x.astype("float32")
+    np.testing.assert_array_equal(np.asarray(layer(xf, training=False)), xf)
+    out = np.asarray(layer(xf, training=True))
+    assert out.shape == xf.shape and out.dtype == np.float32
+    assert out.min() >= 0 and out.max() <= 255 and not np.allclose(out, xf)
+    assert augment.augmentation_layers("none") == []
+
+
+# --------------------------------------------------------------------------------------------- TTA
+
+
+def _fake_predict(batch: np.ndarray) -> np.ndarray:
+    """Deterministic, orientation-sensitive 'model': softmax of the mean of three image regions."""
+    b = batch.astype(np.float64) / 255
+    logits = np.stack([b[:, :4, :, 0].mean(axis=(1, 2)), b[:, :, :4, 1].mean(axis=(1, 2)),
+                       b[:, -4:, -4:, 2].mean(axis=(1, 2))], axis=1) * 5
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_tta_is_the_mean_of_the_augmented_predictions():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (5, 12, 12, 3), dtype=np.uint8)
+    for n in (1, 2, 4, 8):
+        expected = np.mean([_fake_predict(t(x)) for t in augment.TTA_TRANSFORMS[:n]], axis=0)
+        np.testing.assert_allclose(augment.predict_tta(_fake_predict, x, n), expected, rtol=1e-12)
+        np.testing.assert_allclose(augment.predict_tta(_fake_predict, x, n, chunk=2), expected, rtol=1e-12)
+    assert not np.allclose(augment.predict_tta(_fake_predict, x, 1), augment.predict_tta(_fake_predict, x, 8))
+    views = augment.tta_views(x[:1], 8)
+    assert len({v.tobytes() for v in views}) == 8  # eight distinct symmetries
+    with pytest.raises(ValueError):
+        augment.tta_views(x, 9)
+
+
+def test_network_predictions_use_tta(tmp_path):
+    x, y = tiny_images(n_per_class=2, size=16)
+
+    class FakeKeras:
+        calls = []
+
+        def predict(self, batch, batch_size=None, verbose=0):
+            self.calls.append(len(batch))
+            return _fake_predict(batch)
+
+    model_obj = _net("small_cnn", x, y, tmp_path, tta=4)
+    fake = FakeKeras()
+    valid_idx = np.array([0, 3, 5])
+    pred = model_obj.predict_valid(fake, valid_idx)
+    expected = np.mean([_fake_predict(t(x[valid_idx])) for t in augment.TTA_TRANSFORMS[:4]], axis=0)
+    np.testing.assert_allclose(pred, expected)
+    assert fake.calls == [12]  # 3 images x 4 views in one call
+    assert model_obj.predict_test(fake).shape == (3, 3)
+
+
+# ----------------------------------------------------------------------------------- MODEL=all set
+
+
+def test_model_all_selection(tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "SHARED_WEIGHTS", tmp_path / "weights")
+    monkeypatch.setattr(cnn, "keras_cache_dirs", lambda: [tmp_path / "cache"])
+    args = train_args("sample", "--model", "all")
+    assert [m for m, _ in train.models_to_train(args, 128)] == ["bow_svm", "small_cnn"]
+    (tmp_path / "weights").mkdir()
+    weights = tmp_path / "weights" / cnn.imagenet_file_name("mobilenet_v2", 224, 0.35)
+    weights.write_bytes(b"x")
+    chosen = dict(train.models_to_train(args, 128))
+    assert list(chosen) == ["bow_svm", "small_cnn", "mobilenet_v2"] and chosen["mobilenet_v2"] == str(weights)
+    assert dict(train.models_to_train(train_args("sample", "--model", "vgg16"), 64)) == {"vgg16": "imagenet"}
+    assert train.MODELS == ("bow_svm", "small_cnn", "mobilenet_v2", "vgg16", "resnet50")
+
+
+def test_sample_default_epochs(monkeypatch):
+    opts = train.net_options(train_args("sample", "--model", "small_cnn"), "small_cnn", None)
+    assert opts.epochs == train.SAMPLE_EPOCHS and opts.weights == "none"
+    opts = train.net_options(train_args("kaggle", "--model", "small_cnn"), "small_cnn", None)
+    assert opts.epochs == train.DEFAULT_EPOCHS["small_cnn"]
+    with pytest.raises(StageError, match="--tta"):
+        train.net_options(train_args("sample", "--tta", "9"), "small_cnn", None)
+
+
+# ------------------------------------------------------------------------------------- submission
+
+
+def test_cervix_to_submission():
+    test_pred = pd.DataFrame({"id": ["10.jpg", "2.jpg", "1.jpg"], "Type_1": [0.2, 0.0, 2.0],
+                              "Type_2": [0.2, 0.5, 1.0], "Type_3": [0.2, 0.5, 1.0]})
+    parser = argparse.ArgumentParser()
+    submission.add_arguments(parser)
+    df = submission.to_submission(test_pred, parser.parse_args([]))
+    assert list(df.columns) == ["image_name", *CLASSES]
+    assert sorted(df["image_name"]) == ["1.jpg", "10.jpg", "2.jpg"]
+    np.testing.assert_allclose(df[CLASSES].sum(axis=1), 1.0, atol=1e-12)
+    assert (df[CLASSES].to_numpy() > 0).all()
+    row = df.set_index("image_name").loc["1.jpg"]
+    assert row["Type_1"] == pytest.approx(0.5) and row["Type_2"] == pytest.approx(0.25)
+    floored = submission.to_submission(test_pred, parser.parse_args(["--cervix-min-prob", "0.05"]))
+    assert floored.set_index("image_name").loc["2.jpg", "Type_1"] == pytest.approx(0.05 / 1.05)
+    assert submission.sample_submission_path(config.ROOT) == config.ROOT / "sample_submission_stg1.csv"
+    with pytest.raises(StageError, match="Type_3"):
+        submission.to_submission(test_pred.drop(columns="Type_3"), parser.parse_args([]))
+    with pytest.raises(StageError, match="NaN"):
+        submission.to_submission(test_pred.assign(Type_1=[np.nan, 0.1, 0.1]), parser.parse_args([]))
+
+
+# -------------------------------------------------------------------------------------- real data
+
+
+@pytest.mark.realdata
+def test_real_images_smoke(shared_data, project_dirs, caplog):
+    source = shared_data / "cervix"
+    if not (source / "train").is_dir():
+        pytest.skip(f"{source} has no train/")
+    raw = raw_dir("sample")
+    for cls in CLASSES:
+        files = sorted((source / "train" / cls).glob("*.jpg"))[:10]
+        (raw / "train" / cls).mkdir(parents=True)
+        for f in files:
+            shutil.copy(f, raw / "train" / cls / f.name)
+    (raw / "test").mkdir()
+    test_files = sorted((source / "test").glob("*.jpg"))[:5]
+    for f in test_files:
+        shutil.copy(f, raw / "test" / f.name)
+    features.build_features("sample", image_size=64, n_folds=2, workers=2)
+    tensors = features.load_tensors("sample")
+    assert tensors.x_train.shape == (30, 64, 64, 3) and tensors.x_train.mean() > 40
+    with caplog.at_level(logging.INFO):
+        res = train.train_models(train_args("sample", "--model", "bow_svm", "--n-words", "32"))["bow_svm"]
+    assert res["complete"] and np.isfinite(res["log_loss"]) and res["n_train"] == 30
+    test = pd.read_parquet(config.model_dir("cervix", "sample", "bow_svm") / "test.parquet")
+    assert set(test["id"]) == {f.name for f in test_files}
+    np.testing.assert_allclose(test[CLASSES].sum(axis=1), 1.0, atol=1e-9)
