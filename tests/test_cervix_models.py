@@ -191,6 +191,19 @@ def test_network_probe_is_bounded_in_time():
     assert time.perf_counter() - t0 < 2.0
 
 
+def test_learning_rate_schedule_per_phase():
+    opts = cnn.NetOptions(epochs=10, head_epochs=3, lr=1e-3)
+    head, fine = cnn.training_phases("mobilenet_v2", opts, pretrained=True)
+    assert (head.start_epoch, head.end_epoch, fine.start_epoch, fine.end_epoch) == (0, 3, 3, 10)
+    assert cnn.phase_lr(head, 0, "cosine") == pytest.approx(1e-3)
+    assert cnn.phase_lr(head, 2, "cosine") == pytest.approx(1e-5)
+    assert cnn.phase_lr(fine, 3, "cosine") == pytest.approx(1e-4)  # fine-tuning restarts at lr / 10
+    lrs = [cnn.phase_lr(fine, e, "cosine") for e in range(3, 10)]
+    assert all(a > b for a, b in zip(lrs, lrs[1:])) and lrs[-1] == pytest.approx(1e-6)
+    assert cnn.phase_lr(fine, 7, "constant") == pytest.approx(1e-4)
+    assert [p.name for p in cnn.training_phases("small_cnn", opts, pretrained=False)] == ["full"]
+
+
 def test_augmentation_is_training_only():
     layer = augment.augmentation_layers("strong", seed=1)[0]
     x, _ = tiny_images(n_per_class=2, size=32)

@@ -396,3 +396,86 @@ def test_smoke_on_real_rows(shared_data, tmp_path):
     labels = np.load(out / "labels.npy")
     # the features carry signal on real pairs: duplicates share more words
     assert train["word_share_nostop"][labels == 1].mean() > train["word_share_nostop"][labels == 0].mean()
+
+
+# --------------------------------------------------------------------------------------------
+# Families added for model quality (unshared words, question words, numbers, n-grams, string
+# metrics, LSA)
+# --------------------------------------------------------------------------------------------
+
+def test_new_families_on_identical_questions():
+    frame, *_ = _pair_frame(["How do I learn Python 3?"], ["How do I learn Python 3?"])
+    row = frame.iloc[0]
+    for name in pair_features.STRING_METRICS:
+        assert row[f"str_{name.lower()}"] == pytest.approx(1.0), name
+    for col in ("bigram_jaccard", "bigram_share", "same_first2", "same_last2", "qw_first_match", "num_match"):
+        assert row[col] == pytest.approx(1.0), col
+    for col in ("unshared_sum", "unshared_idf_sum", "unshared_idf_rarest", "unshared_sum_nostop", "num_unshared",
+                "qw_one_side"):
+        assert row[col] == 0, col
+    assert row["num_shared"] == 1 and row["qw_how"] == 2 and row["qw_why"] == 0
+    assert row["shared_idf"] > 0
+
+
+def test_new_families_known_values():
+    frame, ctx, tokens, kv, qids = _pair_frame(["How do I learn Python 3?", "Is it raining"],
+                                              ["Why do I learn Python 2?", "Is it raining today"])
+    a, b = frame.iloc[0], frame.iloc[1]
+    assert tokens.of(qids[0]) == ["how", "do", "i", "learn", "python", "3"]
+    # {how, 3} vs {why, 2}: two words on each side the other lacks
+    assert (a["unshared_min"], a["unshared_max"], a["unshared_sum"]) == (2, 2, 4)
+    assert a["unshared_sum_nostop"] == 2  # how/why are stop words; 3 and 2 are not
+    assert a["num_q1"] == 1 and a["num_q2"] == 1 and a["num_shared"] == 0 and a["num_unshared"] == 2
+    assert a["num_match"] == 0
+    how, why = pair_features.QUESTION_WORDS.index("how"), pair_features.QUESTION_WORDS.index("why")
+    assert (a["qw_q1_first"], a["qw_q2_first"], a["qw_first_match"]) == (how, why, 0)
+    assert a["qw_how"] == 1 and a["qw_why"] == 1 and a["qw_one_side"] == 2 and a["qw_both"] == 1  # "do"
+    # bigrams: {how do, do i, i learn, learn python, python 3} vs {why do, ..., python 2}: 3 common, 7 in all
+    assert a["bigram_jaccard"] == pytest.approx(3 / 7) and a["bigram_share"] == pytest.approx(0.6)
+    assert a["same_first2"] == 0 and a["same_last2"] == 0
+    # "is it raining" vs "is it raining today": one extra word, the same beginning, a common prefix
+    assert b["unshared_min"] == 0 and b["unshared_max"] == 1
+    assert b["unshared_idf_rarest"] == pytest.approx(ctx.idf[list(tokens.words).index("today")])
+    assert b["same_first2"] == 1 and b["same_last2"] == 0 and b["qw_is"] == 2 and b["num_match"] == 1
+    assert b["str_prefix"] == pytest.approx(len("is it raining") / len("is it raining today"))
+    assert b["str_postfix"] == 0
+
+
+def test_new_families_finite_on_bad_input():
+    long_question = "why " + "word " * 2000  # 10,000 characters
+    frame, *_ = _pair_frame(["", "😀😀 ?", long_question, "nan"], ["", "What is 😀?", long_question + "x", ""])
+    assert np.isfinite(frame.to_numpy()).all()
+    assert list(frame.columns) == list(pair_features._empty_frame(
+        features.raw_text_features(pa.array([], pa.large_string()), pa.array([], pa.large_string())),
+        with_wmd=True).columns)
+    assert frame.iloc[0]["bigram_jaccard"] == 0 and frame.iloc[0]["unshared_sum"] == 0
+    assert frame.iloc[2]["qw_why"] == 2
+
+
+def test_binary_overlap_of_matrix_rows():
+    m = sp.csr_matrix(np.array([[0.5, 0.5, 0, 0], [0.7, 0, 0.7, 0], [0, 0, 0, 0]], dtype=np.float32))
+    out = pair_features.binary_overlap_features(m, np.array([0, 0, 2]), np.array([0, 1, 2]), "char3")
+    np.testing.assert_allclose(out["char3_jaccard"], [1.0, 1 / 3, 0.0])
+    np.testing.assert_allclose(out["char3_share"], [1.0, 0.5, 0.0])
+
+
+def test_lsa_pair_features_identical_empty_and_fixed_columns():
+    rng = np.random.default_rng(0)
+    dense = rng.random((30, 12)).astype(np.float32) * (rng.random((30, 12)) < 0.4)
+    dense[5] = 0  # an empty question
+    m = sp.csr_matrix(dense)
+    u, v = np.array([0, 1, 5, 5]), np.array([0, 2, 3, 5])
+    out = pair_features.lsa_pair_features(m, u, v, "word", n_components=6, n_detail=4, max_fit_rows=20, seed=1)
+    assert len(out) == 2 + 2 * 4
+    assert out["lsa_word_cosine"][0] == pytest.approx(1.0, abs=1e-5)
+    assert out["lsa_word_euclidean"][0] == pytest.approx(0.0, abs=1e-6)
+    assert all(out[f"lsa_word_absdiff_{j}"][0] == pytest.approx(0.0, abs=1e-6) for j in range(4))
+    assert -1.0 <= out["lsa_word_cosine"][1] < 1.0
+    assert out["lsa_word_cosine"][2] == 0 and out["lsa_word_cosine"][3] == 0  # empty side: no similarity
+    assert all(np.isfinite(col).all() and col.dtype == np.float32 for col in out.values())
+    again = pair_features.lsa_pair_features(m, u, v, "word", n_components=6, n_detail=4, max_fit_rows=20, seed=1)
+    assert all(np.array_equal(out[k], again[k]) for k in out)  # seeded: reproducible
+    # a corpus too small for the requested components keeps the same columns (the missing ones 0)
+    tiny = pair_features.lsa_pair_features(sp.csr_matrix(dense[:3, :3]), np.array([0]), np.array([1]), "char",
+                                           n_components=100, n_detail=20, max_fit_rows=10, seed=1)
+    assert len(tiny) == 2 + 2 * 20 and np.isfinite(np.concatenate(list(tiny.values()))).all()

@@ -76,3 +76,21 @@ def test_core_numbers_and_components_match_networkx(seed):
     assert graph.component_sizes(adj).tolist() == [sizes[i] for i in range(n)]
     common = graph.common_neighbours(adj, q1, q2)
     assert common.tolist() == [len(set(g[a]) & set(g[b])) for a, b in zip(q1.tolist(), q2.tolist())]
+
+
+def test_two_hop_walks_and_pagerank_on_a_path_match_networkx():
+    # path 0-1-2 plus an isolated question 3 and an identical pair (3, 3): no self-loop
+    q1, q2 = np.array([0, 1, 3]), np.array([1, 2, 3])
+    adj = graph.adjacency(q1, q2, 4)
+    assert graph.two_hop_walks(adj).tolist() == [2, 2, 2, 0]  # 0 -> 1 -> {0, 2}; 1 -> {0, 2} -> 1 each
+    rank = graph.pagerank(adj, n_iter=100)
+    g = nx.Graph([(0, 1), (1, 2)])
+    g.add_node(3)
+    expected = nx.pagerank(g, alpha=0.85, tol=1e-10, max_iter=1000)
+    np.testing.assert_allclose(rank, [expected[i] for i in range(4)], atol=1e-6)
+    assert rank.sum() == pytest.approx(1.0)
+    f = graph.graph_features(q1, q2, 4)
+    assert f["graph_two_hop_min"].tolist() == [2, 2, 0] and f["graph_two_hop_max"].tolist() == [2, 2, 0]
+    assert f["graph_pagerank_max"].iloc[0] == pytest.approx(4 * graph.pagerank(adj)[1], rel=1e-5)  # 30 iterations
+    assert f["graph_pagerank_max"].iloc[0] == pytest.approx(4 * expected[1], rel=1e-2)
+    assert np.isfinite(f.to_numpy()).all() and (f.dtypes == np.float32).all()

@@ -15,7 +15,8 @@ learning curves for the networks. A finished fold is never trained again, an int
 resumes from its last epoch.
 
 Epochs: ``--epochs`` defaults to the model's value in DEFAULT_EPOCHS on real data and to
-SAMPLE_EPOCHS on the built-in synthetic sample, which only has to show that the pipeline runs.
+SAMPLE_EPOCHS (batch SAMPLE_BATCH_SIZE) on the built-in synthetic sample, which only has to show
+that the pipeline runs, quickly.
 """
 from __future__ import annotations
 
@@ -34,8 +35,12 @@ from pipelines.common.records import input_fingerprints
 log = logging.getLogger(__name__)
 
 MODELS = ("bow_svm", "small_cnn", "mobilenet_v2", "vgg16", "resnet50")
-DEFAULT_EPOCHS = {"small_cnn": 40, "mobilenet_v2": 20, "vgg16": 20, "resnet50": 20}
-SAMPLE_EPOCHS = 4
+DEFAULT_EPOCHS = {"small_cnn": 25, "mobilenet_v2": 15, "vgg16": 20, "resnet50": 20}
+SAMPLE_EPOCHS = 6
+DEFAULT_BATCH_SIZE = 32
+# The sample's 96 train images per fold give 3 steps per epoch at batch 32: too few for the
+# BatchNormalization statistics to settle; batch 16 doubles the steps for the same images.
+SAMPLE_BATCH_SIZE = 16
 DEFAULT_LR = {"small_cnn": 1e-3, "mobilenet_v2": 1e-3, "vgg16": 1e-4, "resnet50": 1e-3}
 
 
@@ -50,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     n = parser.add_argument_group("cervix networks (small_cnn, mobilenet_v2, vgg16, resnet50)")
     n.add_argument("--epochs", type=int, default=None,
                    help=f"maximum epochs per fold (default {DEFAULT_EPOCHS}; {SAMPLE_EPOCHS} on the sample)")
-    n.add_argument("--batch-size", type=int, default=32)
+    n.add_argument("--batch-size", type=int, default=None,
+                   help=f"default {DEFAULT_BATCH_SIZE} ({SAMPLE_BATCH_SIZE} on the sample)")
     n.add_argument("--lr", type=float, default=None, help=f"Adam learning rate (default {DEFAULT_LR})")
     n.add_argument("--tta", type=int, default=4, help="test-time augmentation views, 1-8 (D4 symmetries; default 4)")
     n.add_argument("--weights", default=None,
@@ -60,13 +66,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="pretrained backbones: top layers unfrozen in the second phase (default 30)")
     n.add_argument("--head-epochs", type=int, default=3,
                    help="pretrained backbones: epochs of the first phase, backbone frozen (default 3)")
-    n.add_argument("--patience", type=int, default=6, help="early stopping patience in epochs (default 6)")
+    n.add_argument("--patience", type=int, default=8, help="early stopping patience in epochs (default 8)")
+    n.add_argument("--lr-schedule", choices=("cosine", "constant"), default="cosine",
+                   help="cosine: decay from --lr to --lr/100 over each training phase (default)")
     n.add_argument("--class-weight", action="store_true", help="weight the loss by inverse class frequency")
     n.add_argument("--augment", choices=("none", "light", "strong"), default="light",
                    help="training-time augmentation (default light)")
     n.add_argument("--dropout", type=float, default=0.3)
     n.add_argument("--alpha", type=float, default=0.35, help="MobileNetV2 width multiplier (default 0.35)")
-    n.add_argument("--width", type=int, default=32, help="small_cnn filters of the first block (default 32)")
+    n.add_argument("--width", type=int, default=16,
+                   help="small_cnn filters of the first block, doubled per block (default 16)")
     b = parser.add_argument_group("cervix bow_svm")
     b.add_argument("--n-words", type=int, default=BowSvmOptions.n_words, help="visual words (k-means clusters)")
     b.add_argument("--svm-c", type=float, default=BowSvmOptions.svm_c, help="SVM regularisation C")
@@ -109,13 +118,15 @@ def net_options(args: argparse.Namespace, arch: str, weights: str | None):
 
     is_sample = config.source_label(args.source) == "sample"
     epochs = args.epochs if args.epochs is not None else (SAMPLE_EPOCHS if is_sample else DEFAULT_EPOCHS[arch])
+    batch_size = args.batch_size or (SAMPLE_BATCH_SIZE if is_sample else DEFAULT_BATCH_SIZE)
     if args.epochs is None and is_sample:
         log.info("%s: %d epochs on the synthetic sample (pass --epochs to change)", arch, epochs)
     if not 1 <= args.tta <= 8:
         raise StageError(f"--tta {args.tta}: use 1 to 8 views")
-    return NetOptions(epochs=epochs, batch_size=args.batch_size, lr=args.lr or DEFAULT_LR[arch], tta=args.tta,
+    return NetOptions(epochs=epochs, batch_size=batch_size, lr=args.lr or DEFAULT_LR[arch], tta=args.tta,
                       weights=weights or "none", fine_tune_layers=args.fine_tune_layers,
-                      head_epochs=args.head_epochs, patience=args.patience, class_weight=args.class_weight,
+                      head_epochs=args.head_epochs, patience=args.patience, lr_schedule=args.lr_schedule,
+                      class_weight=args.class_weight,
                       augment=args.augment, dropout=args.dropout, alpha=args.alpha, width=args.width,
                       seed=args.seed)
 

@@ -59,7 +59,7 @@ from pipelines.quora import embeddings, graph, pair_features, text
 log = logging.getLogger(__name__)
 
 # Bump when a change of this code changes what a step writes: every cached step then re-runs.
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2  # 2: LSA, unshared-word, question-word, number, n-gram overlap and string-metric columns
 
 DEFAULTS: dict[str, Any] = {
     "version": FEATURES_VERSION,
@@ -73,6 +73,8 @@ DEFAULTS: dict[str, Any] = {
     "sequences": {"max_len": 30, "min_count": 2, "vectors": "trained", "pretrained_vectors": None,
                   "pretrained_format": "auto", "oov_scale": 0.1},
     "pairs": {"wmd_max_pairs": 200_000},
+    # LSA of the word and char TF-IDF (pair_features.lsa_pair_features): SVD fitted on a seeded sample
+    "lsa": {"n_components": 100, "detail_components": 20, "max_fit_questions": 200_000},
 }
 TRAIN_COLUMNS = ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"]
 TEST_COLUMNS = ["test_id", "question1", "question2"]
@@ -415,6 +417,18 @@ def step_tfidf(out: Path, params: dict) -> dict:
             for q, rows in (("q1", u), ("q2", v)):
                 save_sparse(out / f"tfidf_{kind}_{q}_{part}.npz", matrix[rows])
             similarity[part][f"tfidf_{kind}_cosine"] = _rowwise_dot(matrix, u, v)
+            if kind == "char":
+                similarity[part].update(pair_features.binary_overlap_features(matrix, u, v, "char3"))
+        # one SVD over both parts' pairs: the same projection for train and test
+        n_train = len(pairs["train"])
+        lsa = pair_features.lsa_pair_features(
+            matrix, np.concatenate([pairs[part]["qid1"].to_numpy() for part in PARTS]),
+            np.concatenate([pairs[part]["qid2"].to_numpy() for part in PARTS]), kind,
+            params["lsa"]["n_components"], params["lsa"]["detail_components"],
+            params["lsa"]["max_fit_questions"], params["seed"])
+        for name, values in lsa.items():
+            similarity["train"][name] = values[:n_train]
+            similarity["test"][name] = values[n_train:]
         del matrix, vocab
     for part in PARTS:
         write_parquet(out / f"tfidf_similarity_{part}.parquet", pd.DataFrame(similarity[part]))
@@ -579,7 +593,8 @@ def build_features(raw_dir, out_dir, params: dict | None = None, source: str = "
     _run(s_w2v, timings, "word2vec", lambda: step_word2vec(out, params))
 
     text_deps = dep("text_train.parquet", "text_test.parquet", "tokens.npz", "words.parquet", "questions.parquet")
-    s_tfidf = Stage("features-tfidf", out, deps=text_deps, params={"tfidf": params["tfidf"], "version": version},
+    s_tfidf = Stage("features-tfidf", out, deps=text_deps,
+                    params={"tfidf": params["tfidf"], "lsa": params["lsa"], "seed": params["seed"], "version": version},
                     outs=TFIDF_OUTS + ["tfidf_similarity_train.parquet", "tfidf_similarity_test.parquet"])
     _run(s_tfidf, timings, "tfidf", lambda: step_tfidf(out, params))
 

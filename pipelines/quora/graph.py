@@ -11,7 +11,12 @@ Definitions (graph = undirected, duplicate edges merged, self-loops removed):
     of an identical pair;
   * ``common_neighbours``: |N(q1) ∩ N(q2)|; ``common_share``: that over |N(q1) ∪ N(q2)| (0 if empty);
   * ``kcore``: core number (largest k such that the question is in the k-core), by batch peeling;
-  * ``component_size``: number of questions in the pair's connected component.
+  * ``component_size``: number of questions in the pair's connected component;
+  * ``two_hop_{min,max}``: walks of length two from each question (sum of its neighbours'
+    degrees): how busy a question's neighbourhood is, even when it was asked once;
+  * ``pagerank_{min,max}``: PageRank (damping 0.85, 30 power iterations, dangling mass spread
+    uniformly), times the number of questions so that 1 is the average. Added alone, these four
+    columns gained ~0.002 log loss on the 11,587 real rows (sparse graph there); seconds at Kaggle size.
 """
 from __future__ import annotations
 
@@ -100,6 +105,27 @@ def component_sizes(adj: sp.csr_matrix) -> np.ndarray:
     return np.bincount(labels)[labels]
 
 
+def two_hop_walks(adj: sp.csr_matrix) -> np.ndarray:
+    """Number of length-2 walks from each node (the sum of its neighbours' degrees)."""
+    degree = np.diff(adj.indptr).astype(np.float64)
+    return adj.astype(np.float64) @ degree
+
+
+def pagerank(adj: sp.csr_matrix, damping: float = 0.85, n_iter: int = 30) -> np.ndarray:
+    """PageRank of every node (sums to 1; nodes without edges spread their mass uniformly)."""
+    n = adj.shape[0]
+    if n == 0:
+        return np.zeros(0)
+    degree = np.diff(adj.indptr).astype(np.float64)
+    a = adj.astype(np.float64).T.tocsr()
+    rank = np.full(n, 1.0 / n)
+    for _ in range(n_iter):
+        share = np.divide(rank, degree, out=np.zeros(n), where=degree > 0)
+        dangling = rank[degree == 0].sum()
+        rank = (1.0 - damping) / n + damping * (a @ share + dangling / n)
+    return rank
+
+
 def graph_features(qid1: np.ndarray, qid2: np.ndarray, n_nodes: int) -> pd.DataFrame:
     """``graph_*`` float32 columns for every pair (all parts' pairs, in order)."""
     qid1 = np.asarray(qid1, dtype=np.int64)
@@ -128,4 +154,12 @@ def graph_features(qid1: np.ndarray, qid2: np.ndarray, n_nodes: int) -> pd.DataF
         "graph_kcore_max": np.maximum(k1, k2),
         "graph_component_size": size[qid1],
     }
+    walks = two_hop_walks(adj)
+    rank = pagerank(adj) * n_nodes
+    features.update({
+        "graph_two_hop_min": np.minimum(walks[qid1], walks[qid2]),
+        "graph_two_hop_max": np.maximum(walks[qid1], walks[qid2]),
+        "graph_pagerank_min": np.minimum(rank[qid1], rank[qid2]),
+        "graph_pagerank_max": np.maximum(rank[qid1], rank[qid2]),
+    })
     return pd.DataFrame({name: np.asarray(values, dtype=np.float32) for name, values in features.items()})

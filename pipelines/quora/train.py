@@ -38,9 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gbm.add_argument("--lgbm-feature-fraction", type=float, default=None)
     gbm.add_argument("--lgbm-rounds", type=int, default=None, help="most boosting rounds (early stopping picks)")
     gbm.add_argument("--lgbm-bow-columns", type=int, default=None,
-                     help="also give the trees the N most used columns of the word TF-IDF pair blocks (default 0)")
+                     help="also give the trees the N most used columns of the word TF-IDF pair blocks "
+                          "(default 2000; 0: the pair features alone)")
     nn = parser.add_argument_group("siamese networks (siamese_lstm, siamese_gru)")
-    nn.add_argument("--epochs", type=int, default=10)
+    nn.add_argument("--epochs", type=int, default=15, help="most epochs (early stopping picks)")
     nn.add_argument("--batch-size", type=int, default=256)
     nn.add_argument("--units", type=int, default=64, help="recurrent units per direction")
     nn.add_argument("--patience", type=int, default=2, help="early-stopping patience in epochs")

@@ -11,6 +11,7 @@ Training, per fold (``KerasImageModel.fit``):
   ``fine_tune_layers`` backbone layers (BatchNormalization layers stay frozen, in inference mode)
   and trains at lr / 10 for the remaining epochs;
 * from scratch (``--weights none``, and the small CNN): one phase, the whole network;
+* the learning rate follows a cosine from lr to lr / 100 over each phase (``--lr-schedule``);
 * early stopping on the fold's valid part (``patience`` epochs without a better val_loss ends the
   phase), and the best epoch's weights restored at the end;
 * checkpoints in fold_dir after every epoch: ``checkpoint.keras`` (model + optimizer state),
@@ -66,12 +67,13 @@ class NetOptions:
     weights: str = "none"  # "imagenet", "none" or a path to a Keras .h5 weights file
     fine_tune_layers: int = 30
     head_epochs: int = 3
-    patience: int = 6
+    patience: int = 8
+    lr_schedule: str = "cosine"  # "cosine": from lr down to lr / 100 over each phase; "constant"
     class_weight: bool = False
     augment: str = "light"
     dropout: float = 0.3
     alpha: float = 0.35  # MobileNetV2 width multiplier
-    width: int = 32  # small CNN: filters of the first block (doubled per block)
+    width: int = 16  # small CNN: filters of the first block (doubled per block)
     seed: int = 42
 
     def params(self, arch: str) -> dict:
@@ -289,6 +291,18 @@ class Phase:
     name: str  # "full", "head" or "fine_tune"
     end_epoch: int  # exclusive
     lr: float
+    start_epoch: int = 0
+
+
+def phase_lr(phase: Phase, epoch: int, schedule: str) -> float:
+    """Learning rate of ``epoch`` (0-based, global): constant, or a cosine from lr to lr / 100 over
+    the phase. A function of the epoch alone, so a resumed fold continues on the same curve."""
+    if schedule == "constant":
+        return phase.lr
+    span = max(1, phase.end_epoch - phase.start_epoch - 1)
+    progress = min(max((epoch - phase.start_epoch) / span, 0.0), 1.0)
+    low = phase.lr / 100
+    return float(low + 0.5 * (phase.lr - low) * (1 + math.cos(math.pi * progress)))
 
 
 def training_phases(arch: str, opts: NetOptions, pretrained: bool) -> list[Phase]:
@@ -297,7 +311,7 @@ def training_phases(arch: str, opts: NetOptions, pretrained: bool) -> list[Phase
     head = min(opts.head_epochs, opts.epochs)
     phases = [Phase("head", head, opts.lr)]
     if opts.epochs > head:
-        phases.append(Phase("fine_tune", opts.epochs, opts.lr / 10))
+        phases.append(Phase("fine_tune", opts.epochs, opts.lr / 10, start_epoch=head))
     return phases
 
 
@@ -429,10 +443,12 @@ class KerasImageModel:
             resumed_model = False
             log.info("%s fold %d: phase %s, epochs %d-%d, lr %.2g", self.name, fold + 1, phase.name,
                      state.epochs_done + 1, phase.end_epoch, phase.lr)
+            schedule = keras.callbacks.LearningRateScheduler(
+                lambda epoch, _lr, phase=phase: phase_lr(phase, epoch, self.opts.lr_schedule))
             model.fit(x_tr, y_tr, validation_data=(x_va, y_va), batch_size=self.opts.batch_size,
                       epochs=phase.end_epoch, initial_epoch=state.epochs_done, class_weight=class_weight,
-                      callbacks=[make_checkpoint_callback(state, files, self.opts.patience)], verbose=self.verbose,
-                      shuffle=True)
+                      callbacks=[schedule, make_checkpoint_callback(state, files, self.opts.patience)],
+                      verbose=self.verbose, shuffle=True)
         if files["best"].exists():
             model.load_weights(files["best"])
             log.info("%s fold %d: best val_loss %.4f at epoch %d", self.name, fold + 1, state.best_val_loss,
@@ -442,8 +458,9 @@ class KerasImageModel:
 
     def _predict(self, model, x: np.ndarray) -> np.ndarray:
         batch = max(self.opts.batch_size * 2, 64)
-        return predict_tta(lambda view: model.predict(view, batch_size=batch, verbose=0), np.asarray(x),
+        pred = predict_tta(lambda view: model.predict(view, batch_size=batch, verbose=0), np.asarray(x),
                            self.opts.tta)
+        return pred / pred.sum(axis=1, keepdims=True)  # float32 softmax sums to 1 only within ~1e-7
 
     def predict_valid(self, model, valid_idx: np.ndarray) -> np.ndarray:
         return self._predict(model, self.x_train[valid_idx])

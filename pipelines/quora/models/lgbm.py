@@ -8,9 +8,11 @@ The defaults suit both the ~10k-row real sample and the 404k Kaggle train set: a
 rate with early stopping picks the number of trees, and ``min_data_in_leaf`` grows with the data
 (``auto``: ~0.1% of the rows, at least 20) so small data do not overfit in leaves of a few rows.
 
-``--lgbm-bow-columns N`` (default 0: off) appends the N most frequent columns of the word TF-IDF
-pair blocks |q1 - q2| and q1 * q2 (sparse), so the trees can also split on which words differ or
-are shared; the columns are picked by how many train pairs use them (no labels involved).
+Besides the pair features, the trees get the 2,000 most used columns (``--lgbm-bow-columns``; 0
+for the pair features alone) of the word TF-IDF pair blocks |q1 - q2| and q1 * q2 (sparse), so they
+can also split on which words differ or are shared; the columns are picked by how many train pairs
+use them (no labels involved). On the 11,587 real pairs this takes the CV log loss from 0.433
+(pair features alone) to 0.405, for about 4x the fit time.
 
 Threads: ``config.n_workers()``, but one thread per 20,000 train rows at most: on small data
 LightGBM's OpenMP threads cost more than they gain (on the shared 2-core dev machine, 2 threads
@@ -42,7 +44,7 @@ DEFAULTS = {
     "max_bin": 255,
     "num_boost_round": 5000,
     "early_stopping_rounds": 200,
-    "bow_columns": 0,
+    "bow_columns": 2000,
 }
 
 

@@ -167,7 +167,7 @@ def _callbacks(fold_dir: Path, patience: int, state: dict | None):
 
 
 class SiameseModel:
-    def __init__(self, data: QuoraFeatures, rnn: str = "lstm", *, epochs: int = 10, batch_size: int = 256,
+    def __init__(self, data: QuoraFeatures, rnn: str = "lstm", *, epochs: int = 15, batch_size: int = 256,
                  units: int = 64, patience: int = 2, bidirectional: bool = False, fine_tune: bool = False,
                  with_features: bool = False, dense: int = 64, dropout: float = 0.2,
                  learning_rate: float = 1e-3, execution: str = "auto", seed: int = 42, verbose: int = 2):
