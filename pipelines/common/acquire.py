@@ -235,17 +235,9 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
-
-
 def summary(manifest: dict, mod: ModuleType) -> list[str]:
     lines = [f"data {manifest['comp']}/{manifest['source']}: {manifest['n_files']:,} files, "
-             f"{_human(manifest['total_bytes'])} in {manifest['raw_dir']}"]
+             f"{archives.human_size(manifest['total_bytes'])} in {manifest['raw_dir']}"]
     lines += [f"  {line}" for line in mod.summary_lines(manifest)]
     sums = manifest.get("checksums")
     if sums:

@@ -124,7 +124,7 @@ def extract(archive: Path, dest: Path, password: str | None = None) -> list[Path
         raise StageError(f"{archive}: no such archive")
     dest.mkdir(parents=True, exist_ok=True)
     kind = archive_kind(archive)
-    log.info("unpacking %s (%s)", archive.name, _human(archive.stat().st_size))
+    log.info("unpacking %s (%s)", archive.name, human_size(archive.stat().st_size))
     try:
         if kind == "zip":
             return _extract_zip(archive, dest)
@@ -309,7 +309,8 @@ def _merge(src: Path, dest: Path, archive: Path) -> None:
             os.replace(f, target)
 
 
-def _human(n: float) -> str:
+def human_size(n: float) -> str:
+    """Bytes as a short human figure (12.3 MB)."""
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
