@@ -1,6 +1,9 @@
 """Cervix benchmark: CV quality of every model and the blend on the real images, and speed.
 
-    python -m benchmarks cervix [--folds 5] [--models bow_svm,small_cnn,mobilenet_v2] [...]
+    python -m benchmarks cervix [--folds=5] [--models=bow_svm,small_cnn,mobilenet_v2] [...]
+    make bench BENCH=cervix ARGS="--folds=2 --epochs=8"
+
+(benchmarks/__main__.py passes on only the arguments that start with "-": write --name=value.)
 
 (1) Quality: imports ``--source`` (default ../shared/data/cervix: 1,481 real train images) through
     the data stage, builds the tensors, trains each model with the pipeline's own commands and

@@ -219,3 +219,22 @@ def test_multiclass_blend(project_dirs):
         assert test["id"].tolist() == list(test_ids)
     assert blend.fit_weights(np.stack([blend.as_class_probs(p) for p in (runs["cnn"][0], runs["noise"][0])]),
                              y)[0] > 0.9
+
+
+def test_cervix_blend_writes_a_valid_submission(project_dirs):
+    pytest.importorskip("pipelines.cervix.submission")
+    from pipelines.common.io import write_csv
+
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 3, 300)
+    folds = make_folds(y, 3, seed=42)
+    names = np.array([f"{i}.jpg" for i in range(N_TEST)], dtype=object)
+    runs = {"cnn": (multiclass_predictions(y, rng, 2.0), rng.dirichlet(np.ones(3), N_TEST)),
+            "cnn2": (multiclass_predictions(y, rng, 1.5), rng.dirichlet(np.ones(3), N_TEST))}
+    write_runs("cervix", runs, y, folds, task="multiclass", classes=CLASSES, test_ids=names)
+    sample = pd.DataFrame({"image_name": sorted(names), **{c: 1 / 3 for c in CLASSES}})
+    write_csv(config.raw_dir("cervix", "sample") / "sample_submission_stg1.csv", sample)
+    assert blend.main(blend_args("cervix", "--name", "cervix-test")) == 0
+    path = config.submissions_dir("cervix") / "cervix-test.csv"
+    validate_submission_file("cervix", path, "sample")
+    assert np.allclose(pd.read_csv(path)[CLASSES].sum(axis=1), 1.0)

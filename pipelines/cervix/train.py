@@ -15,7 +15,8 @@ learning curves for the networks. A finished fold is never trained again, an int
 resumes from its last epoch.
 
 Epochs: ``--epochs`` defaults to the model's value in DEFAULT_EPOCHS on real data and to
-SAMPLE_EPOCHS (batch SAMPLE_BATCH_SIZE) on the built-in synthetic sample, which only has to show
+SAMPLE_EPOCHS (SAMPLE_EPOCHS_PRETRAINED for pretrained backbones; batch SAMPLE_BATCH_SIZE) on the
+built-in synthetic sample, which only has to show
 that the pipeline runs, quickly.
 """
 from __future__ import annotations
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 MODELS = ("bow_svm", "small_cnn", "mobilenet_v2", "vgg16", "resnet50")
 DEFAULT_EPOCHS = {"small_cnn": 25, "mobilenet_v2": 15, "vgg16": 20, "resnet50": 20}
 SAMPLE_EPOCHS = 6
+SAMPLE_EPOCHS_PRETRAINED = 4  # 2 with the backbone frozen, 2 fine-tuning
 DEFAULT_BATCH_SIZE = 32
 # The sample's 96 train images per fold give 3 steps per epoch at batch 32: too few for the
 # BatchNormalization statistics to settle; batch 16 doubles the steps for the same images.
@@ -64,8 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(Keras cache or shared weights folder), else imagenet = download)")
     n.add_argument("--fine-tune-layers", type=int, default=30,
                    help="pretrained backbones: top layers unfrozen in the second phase (default 30)")
-    n.add_argument("--head-epochs", type=int, default=3,
-                   help="pretrained backbones: epochs of the first phase, backbone frozen (default 3)")
+    n.add_argument("--head-epochs", type=int, default=None,
+                   help="pretrained backbones: epochs of the first phase, backbone frozen (default 3; 2 on the sample)")
     n.add_argument("--patience", type=int, default=8, help="early stopping patience in epochs (default 8)")
     n.add_argument("--lr-schedule", choices=("cosine", "constant"), default="cosine",
                    help="cosine: decay from --lr to --lr/100 over each training phase (default)")
@@ -117,7 +119,10 @@ def net_options(args: argparse.Namespace, arch: str, weights: str | None):
     from pipelines.cervix.models.cnn import NetOptions
 
     is_sample = config.source_label(args.source) == "sample"
-    epochs = args.epochs if args.epochs is not None else (SAMPLE_EPOCHS if is_sample else DEFAULT_EPOCHS[arch])
+    pretrained = weights not in (None, "none") and arch != "small_cnn"
+    sample_epochs = SAMPLE_EPOCHS_PRETRAINED if pretrained else SAMPLE_EPOCHS
+    epochs = args.epochs if args.epochs is not None else (sample_epochs if is_sample else DEFAULT_EPOCHS[arch])
+    head_epochs = args.head_epochs if args.head_epochs is not None else (2 if is_sample else 3)
     batch_size = args.batch_size or (SAMPLE_BATCH_SIZE if is_sample else DEFAULT_BATCH_SIZE)
     if args.epochs is None and is_sample:
         log.info("%s: %d epochs on the synthetic sample (pass --epochs to change)", arch, epochs)
@@ -125,7 +130,7 @@ def net_options(args: argparse.Namespace, arch: str, weights: str | None):
         raise StageError(f"--tta {args.tta}: use 1 to 8 views")
     return NetOptions(epochs=epochs, batch_size=batch_size, lr=args.lr or DEFAULT_LR[arch], tta=args.tta,
                       weights=weights or "none", fine_tune_layers=args.fine_tune_layers,
-                      head_epochs=args.head_epochs, patience=args.patience, lr_schedule=args.lr_schedule,
+                      head_epochs=head_epochs, patience=args.patience, lr_schedule=args.lr_schedule,
                       class_weight=args.class_weight,
                       augment=args.augment, dropout=args.dropout, alpha=args.alpha, width=args.width,
                       seed=args.seed)
