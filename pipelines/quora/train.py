@@ -20,6 +20,11 @@ log = logging.getLogger(__name__)
 MODELS = ("bow_svm", "bow_lr", "lgbm", "siamese_lstm", "siamese_gru")
 CLASS_NAMES = ["is_duplicate"]
 
+# The built-in sample only has to show that the networks learn: a few epochs keep `make all` quick on a
+# CPU; real data gets room for early stopping to choose.
+DEFAULT_EPOCHS = 15
+SAMPLE_EPOCHS = 3
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="all", choices=[*MODELS, "all"],
@@ -41,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="also give the trees the N most used columns of the word TF-IDF pair blocks "
                           "(default 2000; 0: the pair features alone)")
     nn = parser.add_argument_group("siamese networks (siamese_lstm, siamese_gru)")
-    nn.add_argument("--epochs", type=int, default=15, help="most epochs (early stopping picks)")
+    nn.add_argument("--epochs", type=int, default=None,
+                    help=f"most epochs (early stopping picks; default {DEFAULT_EPOCHS}, {SAMPLE_EPOCHS} on the sample)")
     nn.add_argument("--batch-size", type=int, default=256)
     nn.add_argument("--units", type=int, default=64, help="recurrent units per direction")
     nn.add_argument("--patience", type=int, default=2, help="early-stopping patience in epochs")
@@ -74,7 +80,8 @@ def build_model(name: str, data: QuoraFeatures, args: argparse.Namespace):
     if name in ("siamese_lstm", "siamese_gru"):
         from pipelines.quora.models.siamese import SiameseModel
 
-        return SiameseModel(data, rnn=name[8:], epochs=args.epochs, batch_size=args.batch_size, units=args.units,
+        epochs = args.epochs or (SAMPLE_EPOCHS if config.source_label(args.source) == "sample" else DEFAULT_EPOCHS)
+        return SiameseModel(data, rnn=name[8:], epochs=epochs, batch_size=args.batch_size, units=args.units,
                             patience=args.patience, bidirectional=args.bidirectional, fine_tune=args.fine_tune,
                             with_features=args.with_features, dense=args.dense, dropout=args.dropout,
                             learning_rate=args.learning_rate, execution=args.execution, seed=args.seed)
