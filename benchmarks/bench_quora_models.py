@@ -7,7 +7,8 @@
 
 (1) ``--scale real`` (default): imports ``/work/shared/data/quora`` (11,587 real labelled pairs) as
 source ``local-quora`` with the data stage, builds its features, trains every model from scratch
-with its default options (5-fold CV, each model in its own process for its peak RSS), blends them,
+with its default options (5-fold CV, each model in its own process for its peak RSS), blends them
+(the default weights, and the ``--method stack`` stacker for comparison),
 and writes the table of CV log loss / AUC / accuracy / time / memory to BENCHMARKS.md
 (section ``quora-models``), with the checks: the blend beats every model, LightGBM beats the BoW
 SVM, and the blend's target (CV log loss <= 0.365).
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shlex
 import subprocess
 import sys
@@ -55,7 +57,8 @@ def parse_args(argv):
     p.add_argument("--folds", choices=["one", "all"], default="one", help="scale kaggle: folds to fit")
     p.add_argument("--nn-epochs", type=int, default=1, help="scale kaggle: epochs of the siamese networks")
     p.add_argument("--throughput-epochs", type=int, default=3)
-    p.add_argument("--no-throughput", action="store_true")
+    p.add_argument("--parts", default="quality,throughput",
+                   help="scale real: which parts to run, comma-separated (quality, throughput)")
     p.add_argument("--no-report", action="store_true", help="print, do not write BENCHMARKS.md")
     # internal: one model in a child process
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -76,9 +79,22 @@ def train_namespace(model: str, source: str, extra: list[str]) -> argparse.Names
     return parser.parse_args(["train", "--comp", "quora", "--source", source, "--model", model, *extra])
 
 
+def own_peak_rss_mb() -> float:
+    """Peak RSS of this process's own address space (VmHWM). getrusage's ru_maxrss would also count the
+    parent's memory at fork time, which Linux carries into the child's figure."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    from benchmarks.report import peak_rss_mb
+
+    return peak_rss_mb()
+
+
 def child_main(args) -> int:
     """Train one model from scratch (no resume) and print its timings and this process's peak RSS."""
-    from benchmarks.report import peak_rss_mb
     from pipelines.common.cv import run_cv
     from pipelines.common.records import input_fingerprints
     from pipelines.quora import train
@@ -100,7 +116,7 @@ def child_main(args) -> int:
         with np.load(out_dir / "folds" / f"fold_{k}.npz") as z:
             fit_s.append(float(z["fit_s"]))
             predict_s.append(float(z["predict_s"]))
-    out = {"model": args.child, "wall_s": wall, "peak_rss_mb": peak_rss_mb(), "folds": folds_done,
+    out = {"model": args.child, "wall_s": wall, "peak_rss_mb": own_peak_rss_mb(), "folds": folds_done,
            "fit_s": fit_s, "predict_s": predict_s, "n_train": int(len(data.labels)),
            "n_test": int(len(data.ids_test)), "complete": bool(result.get("complete"))}
     for key in ("log_loss", "auc", "accuracy"):
@@ -146,11 +162,16 @@ def quality(args, models: list[str], extra: list[str]) -> tuple[str, dict]:
     rows = {}
     for m in models:
         rows[m] = run_child(m, features_dir, config.model_dir("quora", source, m), source, extra, only_fold=False)
+    blend_dir = config.model_dir("quora", source, "blend")
+    # The stacker first, for its row; then the default blend, which stays in models/.../blend.
+    if cli(["blend", "--comp", "quora", "--source", source, "--no-submission", "--method", "stack"]) != 0:
+        raise SystemExit("the blend stage (--method stack) failed")
+    stack = read_json(blend_dir / "metrics.json")
     t0 = time.perf_counter()
     if cli(["blend", "--comp", "quora", "--source", source, "--no-submission"]) != 0:
         raise SystemExit("the blend stage failed")
     blend_wall = time.perf_counter() - t0
-    blend = read_json(config.model_dir("quora", source, "blend") / "metrics.json")
+    blend = read_json(blend_dir / "metrics.json")
 
     lines = ["| model | CV log loss | AUC | accuracy | fit s (5 folds) | predict s | peak RSS MB | blend weight |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -161,6 +182,8 @@ def quality(args, models: list[str], extra: list[str]) -> tuple[str, dict]:
                      f"{_f(weights.get(m), '{:.3f}')} |")
     lines.append(f"| **blend ({blend['method']}, cross-fitted)** | **{_f(blend['log_loss'])}** | {_f(blend.get('auc'))} | "
                  f"{_f(blend['accuracy'])} | {blend_wall:.1f} (stage) | | | |")
+    lines.append(f"| blend (`--method stack`, cross-fitted) | {_f(stack['log_loss'])} | {_f(stack.get('auc'))} | "
+                 f"{_f(stack['accuracy'])} | | | | |")
     best = min(rows, key=lambda m: rows[m]["log_loss"])
     checks = [
         f"- blend beats every model: **{'yes' if all(blend['log_loss'] < r['log_loss'] for r in rows.values()) else 'NO'}** "
@@ -190,8 +213,13 @@ def prior_log_loss(features_dir: Path) -> float:
 
 # ----- (2) siamese throughput -----------------------------------------------------------------------
 
-def throughput(features_dir: Path, epochs: int, model_name: str = "siamese_lstm", repeats: int = 2) -> str:
-    """Pairs/s of fold 1 through SiameseModel.fit versus a plain model.fit on the same arrays."""
+def throughput(features_dir: Path, epochs: int, model_name: str = "siamese_lstm", repeats: int = 3) -> str:
+    """Pairs/s of fold 1 through SiameseModel.fit versus a plain model.fit on the same arrays.
+
+    The two alternate (plain first on odd repeats, pipeline first on even ones) and the best of the
+    repeats counts, so warm-up and the load of a shared machine hit both alike; wall and process
+    CPU seconds are both reported.
+    """
     import tempfile
 
     from pipelines.quora import train
@@ -203,39 +231,57 @@ def throughput(features_dir: Path, epochs: int, model_name: str = "siamese_lstm"
     ns = train_namespace(model_name, REAL_SOURCE, ["--epochs", str(epochs), "--patience", str(epochs + 1)])
     train_idx, valid_idx = np.flatnonzero(data.folds != 0), np.flatnonzero(data.folds == 0)
     pairs = 2 * len(train_idx) * epochs  # both orders, every epoch
-    timings = {"pipeline": [], "plain": []}
-    for rep in range(repeats):
-        # plain: the same network, the same prepared arrays, the same seed, a bare fit
-        model = train.build_model(model_name, data, ns)
-        keras.utils.set_random_seed(ns.seed)
-        x_train, y_train, x_valid, y_valid = model.training_arrays(train_idx, valid_idx,
-                                                                    model.feature_scaler(train_idx))
-        net = model.new_keras_model()
-        t0 = time.perf_counter()
-        net.fit(x_train, y_train, validation_data=(x_valid, y_valid), epochs=epochs,
-                batch_size=ns.batch_size, shuffle=True, verbose=0)
-        timings["plain"].append(time.perf_counter() - t0)
-        # pipeline: the engine's fit of fold 1 (arrays built inside, checkpoints every epoch)
+
+    def pipeline():
         model = train.build_model(model_name, data, ns)
         model.verbose = 0
         with tempfile.TemporaryDirectory(prefix="bench-siamese-") as fold_dir:
-            t0 = time.perf_counter()
             model.fit(0, train_idx, valid_idx, Path(fold_dir))
-            timings["pipeline"].append(time.perf_counter() - t0)
         assert len(model.history["loss"]) == epochs
+
+    timings = {"pipeline": [], "plain": []}
+    cpu = {"pipeline": [], "plain": []}
+
+    def timed(name):
+        if name == "plain":  # time only model.fit: the arrays and the network are built outside the timer
+            model = train.build_model(model_name, data, ns)
+            keras.utils.set_random_seed(ns.seed)
+            arrays = model.training_arrays(train_idx, valid_idx, model.feature_scaler(train_idx))
+            net = model.new_keras_model()
+            w0, c0 = time.perf_counter(), time.process_time()
+            net.fit(arrays[0], arrays[1], validation_data=(arrays[2], arrays[3]), epochs=epochs,
+                    batch_size=ns.batch_size, shuffle=True, verbose=0)
+        else:
+            w0, c0 = time.perf_counter(), time.process_time()
+            pipeline()
+        timings[name].append(time.perf_counter() - w0)
+        cpu[name].append(time.process_time() - c0)
+
+    load_before = os.getloadavg()[0]
+    for rep in range(repeats):
+        for name in ("plain", "pipeline") if rep % 2 == 0 else ("pipeline", "plain"):
+            timed(name)
         log.info("throughput repeat %d: plain %.1f s, pipeline %.1f s", rep + 1, timings["plain"][-1],
                  timings["pipeline"][-1])
+    load_after = os.getloadavg()[0]
     best = {k: min(v) for k, v in timings.items()}
+    best_cpu = {k: min(v) for k, v in cpu.items()}
     overhead = best["pipeline"] / best["plain"] - 1
-    lines = ["| fit of fold 1 | seconds (best of %d) | training pairs/s |" % repeats, "|---|---:|---:|",
-             f"| plain `model.fit` on the prepared arrays | {best['plain']:.1f} | {pairs / best['plain']:,.0f} |",
-             f"| through the pipeline (`SiameseModel.fit`) | {best['pipeline']:.1f} | {pairs / best['pipeline']:,.0f} |"]
-    head = (f"`{model_name}` with the default options (64 LSTM units, batch 256, frozen embedding), "
-            f"{len(train_idx):,} train pairs of fold 1 in both orders = {2 * len(train_idx):,} pairs an epoch, "
-            f"{epochs} epochs, validation on {len(valid_idx):,} pairs every epoch in both. All runs: "
-            f"{', '.join(f'{k} ' + ' / '.join(f'{t:.1f}' for t in v) + ' s' for k, v in timings.items())}.")
-    verdict = (f"Pipeline overhead: **{overhead * 100:+.1f}%** (limit +10%; it includes building the arrays, "
-               "the swap augmentation and an epoch checkpoint (.keras + best weights + state) every epoch).")
+    overhead_cpu = best_cpu["pipeline"] / best_cpu["plain"] - 1
+    lines = [f"| fit of fold 1 | wall s (best of {repeats}) | training pairs/s | CPU s (best of {repeats}) |",
+             "|---|---:|---:|---:|",
+             f"| plain `model.fit` on the prepared arrays | {best['plain']:.1f} | {pairs / best['plain']:,.0f} | "
+             f"{best_cpu['plain']:.1f} |",
+             f"| through the pipeline (`SiameseModel.fit`) | {best['pipeline']:.1f} | "
+             f"{pairs / best['pipeline']:,.0f} | {best_cpu['pipeline']:.1f} |"]
+    runs = "; ".join(f"{k}: " + " / ".join(f"{t:.1f}" for t in v) + " s" for k, v in timings.items())
+    head = (f"`{model_name}` with the default options, {len(train_idx):,} train pairs of fold 1 in both orders "
+            f"= {2 * len(train_idx):,} pairs an epoch, {epochs} epochs, validation on {len(valid_idx):,} pairs "
+            f"every epoch in both; the two alternate, best of {repeats}. All wall times: {runs}. 1-minute load "
+            f"average {load_before:.1f} before, {load_after:.1f} after (2 cores shared with other work).")
+    verdict = (f"Pipeline overhead: **{overhead * 100:+.1f}%** wall, **{overhead_cpu * 100:+.1f}%** CPU (limit +10%; "
+               "the pipeline's figure includes building the arrays, the swap augmentation and an epoch "
+               "checkpoint (.keras + best weights + state) every epoch).")
     return head + "\n\n" + "\n".join(lines) + "\n\n" + verdict + "\n"
 
 
@@ -279,13 +325,15 @@ def main(argv: list[str]) -> int:
 
             update_section("quora-models-kaggle-scale", body, command.strip())
         return 0
-    body, _ = quality(args, models, extra)
-    print(body)
-    if not args.no_report:
-        from benchmarks.report import update_section
+    parts = {p.strip() for p in args.parts.split(",")}
+    if "quality" in parts:
+        body, _ = quality(args, models, extra)
+        print(body)
+        if not args.no_report:
+            from benchmarks.report import update_section
 
-        update_section("quora-models", body, command.strip())
-    if not args.no_throughput:
+            update_section("quora-models", body, command.strip())
+    if "throughput" in parts:
         source = config.source_label(str(Path(args.data)))
         tp = throughput(config.features_dir("quora", source), args.throughput_epochs)
         print(tp)

@@ -195,8 +195,10 @@ def test_learning_rate_schedule_per_phase():
     opts = cnn.NetOptions(epochs=10, head_epochs=3, lr=1e-3)
     head, fine = cnn.training_phases("mobilenet_v2", opts, pretrained=True)
     assert (head.start_epoch, head.end_epoch, fine.start_epoch, fine.end_epoch) == (0, 3, 3, 10)
-    assert cnn.phase_lr(head, 0, "cosine") == pytest.approx(1e-3)
-    assert cnn.phase_lr(head, 2, "cosine") == pytest.approx(1e-5)
+    assert cnn.phase_lr(head, 0, "cosine") == cnn.phase_lr(head, 2, "cosine") == pytest.approx(1e-3)
+    full = cnn.training_phases("small_cnn", opts, pretrained=False)[0]
+    assert cnn.phase_lr(full, 0, "cosine") == pytest.approx(1e-3)
+    assert cnn.phase_lr(full, 9, "cosine") == pytest.approx(1e-5)
     assert cnn.phase_lr(fine, 3, "cosine") == pytest.approx(1e-4)  # fine-tuning restarts at lr / 10
     lrs = [cnn.phase_lr(fine, e, "cosine") for e in range(3, 10)]
     assert all(a > b for a, b in zip(lrs, lrs[1:])) and lrs[-1] == pytest.approx(1e-6)

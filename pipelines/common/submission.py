@@ -192,6 +192,10 @@ def write_submission(comp: str, df: pd.DataFrame, name: str, source: str) -> Pat
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-    log.info("wrote %s (%d rows); upload it with `make submit COMP=%s FILE=%s MESSAGE='...'`", target, len(df), comp,
-             target)
+    if config.source_label(source) == "sample":
+        log.info("wrote %s (%d rows); built from the synthetic sample, so it is for checking only, not for Kaggle",
+                 target, len(df))
+    else:
+        log.info("wrote %s (%d rows); upload it with `make submit COMP=%s SOURCE=%s FILE=%s MESSAGE='...'`", target,
+                 len(df), comp, source, target)
     return target

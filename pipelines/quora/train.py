@@ -58,6 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     nn.add_argument("--bidirectional", action="store_true", help="bidirectional encoder")
     nn.add_argument("--with-features", action="store_true",
                     help="append the standardised pair features to the merged encodings")
+    nn.add_argument("--pooling", choices=["max", "last"], default="max",
+                    help="question encoding: max over the encoder's time steps (default) or its last state")
     nn.add_argument("--execution", choices=["auto", "graph", "eager"], default="auto",
                     help="TensorFlow graphs, or eager execution (auto: eager below 2,000 train pairs, where "
                          "tracing the graphs costs more than it saves)")
@@ -84,7 +86,8 @@ def build_model(name: str, data: QuoraFeatures, args: argparse.Namespace):
         return SiameseModel(data, rnn=name[8:], epochs=epochs, batch_size=args.batch_size, units=args.units,
                             patience=args.patience, bidirectional=args.bidirectional, fine_tune=args.fine_tune,
                             with_features=args.with_features, dense=args.dense, dropout=args.dropout,
-                            learning_rate=args.learning_rate, execution=args.execution, seed=args.seed)
+                            learning_rate=args.learning_rate, pooling=args.pooling, execution=args.execution,
+                            seed=args.seed)
     raise ValueError(f"unknown model {name!r}; use one of {', '.join(MODELS)}")
 
 

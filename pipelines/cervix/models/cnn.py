@@ -11,7 +11,8 @@ Training, per fold (``KerasImageModel.fit``):
   ``fine_tune_layers`` backbone layers (BatchNormalization layers stay frozen, in inference mode)
   and trains at lr / 10 for the remaining epochs;
 * from scratch (``--weights none``, and the small CNN): one phase, the whole network;
-* the learning rate follows a cosine from lr to lr / 100 over each phase (``--lr-schedule``);
+* the learning rate follows a cosine from lr to lr / 100 over the "full" and "fine_tune" phases
+  (``--lr-schedule``; the few head-only epochs keep lr);
 * early stopping on the fold's valid part (``patience`` epochs without a better val_loss ends the
   phase), and the best epoch's weights restored at the end;
 * checkpoints in fold_dir after every epoch: ``checkpoint.keras`` (model + optimizer state),
@@ -296,8 +297,9 @@ class Phase:
 
 def phase_lr(phase: Phase, epoch: int, schedule: str) -> float:
     """Learning rate of ``epoch`` (0-based, global): constant, or a cosine from lr to lr / 100 over
-    the phase. A function of the epoch alone, so a resumed fold continues on the same curve."""
-    if schedule == "constant":
+    the phase (the short head-only phase stays constant). A function of the epoch alone, so a
+    resumed fold continues on the same curve."""
+    if schedule == "constant" or phase.name == "head":
         return phase.lr
     span = max(1, phase.end_epoch - phase.start_epoch - 1)
     progress = min(max((epoch - phase.start_epoch) / span, 0.0), 1.0)
@@ -420,13 +422,13 @@ class KerasImageModel:
 
         model, backbone = self.build()
         state = TrainState()
-        if files["state"].exists() and files["checkpoint"].exists():
+        resumed_model = files["state"].exists() and files["checkpoint"].exists()
+        if resumed_model:
             state = TrainState.load(files["state"])
             log.info("%s fold %d: resuming from the checkpoint after epoch %d (phase %s)", self.name, fold + 1,
                      state.epochs_done, phases[min(state.phase, len(phases) - 1)].name)
             model = load_fold_model(files["checkpoint"])
             backbone = model.get_layer(backbone.name) if backbone is not None else None
-        resumed_model = files["state"].exists()
 
         for p in range(state.phase, len(phases)):
             phase = phases[p]

@@ -2,6 +2,7 @@
 
     q1 tokens -> shared Embedding (from embedding_matrix) -> shared LSTM/GRU encoder -> a
     q2 tokens -> (the same layers)                                                   -> b
+    (the encoding: max over the time steps' outputs, ``--pooling max``, default; or the last state)
     [|a - b|, a * b] (+ standardised pair features) -> Dense -> Dropout -> sigmoid
 
 Training sees every pair in both orders (q1/q2 swap augmentation); prediction averages both
@@ -67,23 +68,52 @@ def custom_objects() -> dict:
                 shape[-1] = None if shape[-1] is None else 2 * shape[-1]
                 return tuple(shape)
 
+        @keras.saving.register_keras_serializable(package="quora")
+        class MaskedMaxPool(keras.layers.Layer):
+            """Max over the time steps the mask keeps (padding never wins); 0 for an empty question."""
+
+            def __init__(self, **kwargs):
+                super().__init__(**kwargs)
+                self.supports_masking = True
+
+            def call(self, x, mask=None):
+                if mask is None:
+                    return keras.ops.max(x, axis=1)
+                keep = keras.ops.expand_dims(keras.ops.cast(mask, "bool"), -1)
+                pooled = keras.ops.max(keras.ops.where(keep, x, -1e9), axis=1)
+                return keras.ops.where(keras.ops.any(keep, axis=1), pooled, 0.0)
+
+            def compute_mask(self, inputs, mask=None):
+                return None
+
+            def compute_output_shape(self, input_shape):
+                return (input_shape[0], input_shape[2])
+
         _CUSTOM["PairMerge"] = PairMerge
+        _CUSTOM["MaskedMaxPool"] = MaskedMaxPool
     return dict(_CUSTOM)
 
 
 def build_keras_model(*, max_len: int, embedding_matrix: np.ndarray, rnn: str, units: int, bidirectional: bool,
-                      fine_tune: bool, n_features: int, dense: int, dropout: float, learning_rate: float):
+                      fine_tune: bool, n_features: int, dense: int, dropout: float, learning_rate: float,
+                      pooling: str = "last"):
     """The compiled siamese network; inputs q1, q2 (int32 (n, max_len)) and, with n_features > 0, feats."""
     keras, _ = keras_modules()
     layers = keras.layers
-    PairMerge = custom_objects()["PairMerge"]
+    custom = custom_objects()
+    PairMerge, MaskedMaxPool = custom["PairMerge"], custom["MaskedMaxPool"]
     vocab, dim = embedding_matrix.shape
     q1 = keras.Input((max_len,), dtype="int32", name="q1")
     q2 = keras.Input((max_len,), dtype="int32", name="q2")
     embed = layers.Embedding(vocab, dim, mask_zero=True, trainable=fine_tune, name="embedding")
-    rnn_layer = {"lstm": layers.LSTM, "gru": layers.GRU}[rnn](units, name=f"{rnn}_encoder")
+    rnn_layer = {"lstm": layers.LSTM, "gru": layers.GRU}[rnn](units, return_sequences=pooling != "last",
+                                                              name=f"{rnn}_encoder")
     encoder = layers.Bidirectional(rnn_layer, name="encoder") if bidirectional else rnn_layer
-    a, b = encoder(embed(q1)), encoder(embed(q2))
+    if pooling == "last":
+        a, b = encoder(embed(q1)), encoder(embed(q2))
+    else:  # max over the time steps' outputs, padding excluded
+        pool = MaskedMaxPool(name="max_pool")
+        a, b = pool(encoder(embed(q1))), pool(encoder(embed(q2)))
     merged = PairMerge(name="pair_merge")([a, b])
     inputs = [q1, q2]
     if n_features:
@@ -170,9 +200,12 @@ class SiameseModel:
     def __init__(self, data: QuoraFeatures, rnn: str = "lstm", *, epochs: int = 15, batch_size: int = 256,
                  units: int = 64, patience: int = 2, bidirectional: bool = False, fine_tune: bool = False,
                  with_features: bool = False, dense: int = 64, dropout: float = 0.2,
-                 learning_rate: float = 1e-3, execution: str = "auto", seed: int = 42, verbose: int = 2):
+                 learning_rate: float = 1e-3, pooling: str = "max", execution: str = "auto", seed: int = 42,
+                 verbose: int = 2):
         if rnn not in ("lstm", "gru"):
             raise ValueError(f"unknown encoder {rnn!r}")
+        if pooling not in ("last", "max"):
+            raise ValueError(f"unknown pooling {pooling!r}")
         if execution not in ("auto", "graph", "eager"):
             raise ValueError(f"unknown execution mode {execution!r}")
         self.data = data
@@ -180,7 +213,7 @@ class SiameseModel:
         self.params = {"rnn": rnn, "epochs": int(epochs), "batch_size": int(batch_size), "units": int(units),
                        "patience": int(patience), "bidirectional": bool(bidirectional),
                        "fine_tune": bool(fine_tune), "with_features": bool(with_features), "dense": int(dense),
-                       "dropout": float(dropout), "learning_rate": float(learning_rate), "execution": execution, "seed": int(seed),
+                       "dropout": float(dropout), "learning_rate": float(learning_rate), "pooling": pooling, "execution": execution, "seed": int(seed),
                        "swap_augmentation": True, "deterministic_ops": True}
         self.verbose = verbose
         self.history: dict = {}
@@ -235,7 +268,7 @@ class SiameseModel:
                                  embedding_matrix=self.data.embedding_matrix(), rnn=p["rnn"], units=p["units"],
                                  bidirectional=p["bidirectional"], fine_tune=p["fine_tune"],
                                  n_features=n_features, dense=p["dense"], dropout=p["dropout"],
-                                 learning_rate=p["learning_rate"])
+                                 learning_rate=p["learning_rate"], pooling=p["pooling"])
 
     @property
     def eager(self) -> bool:
