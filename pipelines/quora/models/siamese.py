@@ -3,7 +3,7 @@
     q1 tokens -> shared Embedding (from embedding_matrix) -> shared LSTM/GRU encoder -> a
     q2 tokens -> (the same layers)                                                   -> b
     (the encoding: max over the time steps' outputs, ``--pooling max``, default; or the last state)
-    [|a - b|, a * b] (+ standardised pair features) -> Dense -> Dropout -> sigmoid
+    [|a - b|, a * b] (+ standardised pair features) -> Dropout -> Dense (relu) -> Dropout -> sigmoid
 
 Training sees every pair in both orders (q1/q2 swap augmentation); prediction averages both
 orders. Early stopping watches the fold's validation part and restores the best weights.
@@ -40,7 +40,7 @@ STATE_FILE = "train_state.json"
 
 
 def keras_modules():
-    """Import Keras/TensorFlow (slow) and register the custom layer; returns (keras, tf)."""
+    """Import Keras and TensorFlow (seconds: only the siamese models do); returns (keras, tf)."""
     import tensorflow as tf  # noqa: F401  (backend of Keras 3 here)
     import keras
 
