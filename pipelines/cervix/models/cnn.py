@@ -54,7 +54,8 @@ APPLICATIONS = {
 ARCHITECTURES = ("small_cnn",) + tuple(APPLICATIONS)
 # Keras' default 0.99 leaves the moving statistics near their initial values for the first few
 # hundred steps, and a small data set has only ~40 steps per epoch: validation then sees a
-# network that is not the one being trained.
+# network that is not the one being trained. NetOptions.bn_momentum (small CNN) defaults to 0.9;
+# the train stage lowers it on the built-in sample, which has 6 steps per epoch.
 BN_MOMENTUM = 0.9
 MIN_INPUT_SIZE = {"vgg16": 32, "resnet50": 32, "mobilenet_v2": 32, "small_cnn": 16}
 
@@ -75,6 +76,7 @@ class NetOptions:
     dropout: float = 0.3
     alpha: float = 0.35  # MobileNetV2 width multiplier
     width: int = 16  # small CNN: filters of the first block (doubled per block)
+    bn_momentum: float = BN_MOMENTUM  # small CNN's BatchNormalization layers
     seed: int = 42
 
     def params(self, arch: str) -> dict:
@@ -85,6 +87,7 @@ class NetOptions:
             out.pop("alpha")
         if arch != "small_cnn":
             out.pop("width")
+            out.pop("bn_momentum")
         if arch == "small_cnn" or self.weights == "none":
             out.pop("head_epochs")
             out.pop("fine_tune_layers")
@@ -210,18 +213,18 @@ def _preprocess_layer_class():
     return ApplicationPreprocess
 
 
-def small_cnn_body(x, width: int):
+def small_cnn_body(x, width: int, bn_momentum: float = BN_MOMENTUM):
     """Four conv-BN-ReLU-pool blocks (the first with a stride-2 5x5 conv, as 128 px is more than
     the colour and texture cues need) and global average pooling."""
     from keras import layers
 
     x = layers.Rescaling(1.0 / 255)(x)
     x = layers.Conv2D(width, 5, strides=2, padding="same", use_bias=False)(x)
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
+    x = layers.BatchNormalization(momentum=bn_momentum)(x)
     x = layers.ReLU()(x)
     for i, filters in enumerate((width, width * 2, width * 4, width * 8)):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"block{i + 1}_conv")(x)
-        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"block{i + 1}_bn")(x)
+        x = layers.BatchNormalization(momentum=bn_momentum, name=f"block{i + 1}_bn")(x)
         x = layers.ReLU(name=f"block{i + 1}_relu")(x)
         if i < 3:
             x = layers.MaxPooling2D(name=f"block{i + 1}_pool")(x)
@@ -241,7 +244,7 @@ def build_network(arch: str, image_size: int, opts: NetOptions, weights: str | N
         x = layer(x)
     backbone = None
     if arch == "small_cnn":
-        x = small_cnn_body(x, opts.width)
+        x = small_cnn_body(x, opts.width, opts.bn_momentum)
     else:
         cls_name, _ = APPLICATIONS[arch]
         kwargs = {"alpha": opts.alpha} if arch == "mobilenet_v2" else {}
