@@ -105,7 +105,8 @@ def quality(args: argparse.Namespace) -> tuple[str, dict]:
         blends.append((label, metrics, subset))
 
     n = len(labels)
-    lines = [f"{args.folds}-fold CV on the {n:,} real train images ({', '.join(f'Type_{k + 1} {c}' for k, c in enumerate(np.bincount(labels, minlength=3)))}), "
+    counts = ", ".join(f"Type_{k + 1} {c}" for k, c in enumerate(np.bincount(labels, minlength=3)))
+    lines = [f"{args.folds}-fold CV on the {n:,} real train images ({counts}), "
              f"{args.image_size} px{', cervix crop' if args.crop else ''}. Training time = sum of the folds' fit "
              f"seconds (wall time of the whole train command, predictions included, in brackets).", "",
              "| model | CV log loss | accuracy | ImageNet weights | epochs (max) | training time |",
@@ -158,7 +159,8 @@ def decode_speed(args: argparse.Namespace) -> list[str]:
             path.write_bytes(buf.getvalue())
             big_paths.append(path)
         t0 = time.perf_counter()
-        write_image_tensor(big_paths, Path(tmp) / "big.npy", args.image_size, False, "crop", config.n_workers(), "bench")
+        write_image_tensor(big_paths, Path(tmp) / "big.npy", args.image_size, False, "crop", config.n_workers(),
+                           "bench")
         rate = len(big_paths) / (time.perf_counter() - t0)
         lines.append(f"| 16 synthetic 4128x3096 JPEGs ({len(buf.getvalue()) / 2**20:.1f} MB each) | "
                      f"{config.n_workers()} threads | {rate:.1f} images/s |")

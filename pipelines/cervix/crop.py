@@ -83,7 +83,8 @@ def tissue_mask(rgb: np.ndarray) -> np.ndarray:
     return ndimage.binary_fill_holes(mask)
 
 
-def square_box(left: float, upper: float, right: float, lower: float, width: int, height: int) -> tuple[int, int, int, int]:
+def square_box(left: float, upper: float, right: float, lower: float, width: int,
+               height: int) -> tuple[int, int, int, int]:
     """Grow a box to a square around its centre, as far as the image allows, then shift it inside."""
     side = min(max(right - left, lower - upper), width, height)
     cx, cy = (left + right) / 2, (upper + lower) / 2

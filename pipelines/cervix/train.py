@@ -70,7 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     n.add_argument("--fine-tune-layers", type=int, default=30,
                    help="pretrained backbones: top layers unfrozen in the second phase (default 30)")
     n.add_argument("--head-epochs", type=int, default=None,
-                   help="pretrained backbones: epochs of the first phase, backbone frozen (default 3; all on the sample)")
+                   help="pretrained backbones: epochs of the first phase, backbone frozen "
+                        "(default 3; all of them on the sample)")
     n.add_argument("--patience", type=int, default=8, help="early stopping patience in epochs (default 8)")
     n.add_argument("--lr-schedule", choices=("cosine", "constant"), default="cosine",
                    help="cosine: decay from --lr to --lr/100 over each training phase (default)")
