@@ -3,6 +3,7 @@ for the sample source: wall time per stage and in all, and the peak RSS of the s
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import shutil
 import subprocess
@@ -37,14 +38,20 @@ def main(argv: list[str]) -> None:
             for d in (config.source_dir(comp, "sample"), config.models_dir(comp, "sample")):
                 shutil.rmtree(d, ignore_errors=True)
     rows, total = [], 0.0
+    load_before = os.getloadavg()[0]
     for comp in config.COMPETITIONS:
         for stage in STAGES:
             wall, rss = run_stage(stage, comp)
             total += wall
             rows.append(f"| {comp} | {stage} | {wall:.1f} | {rss:.0f} |")
+    load_after = os.getloadavg()[0]
+    cervix_models = ", ".join(sorted(d.name for d in config.models_dir("cervix", "sample").iterdir()
+                                     if d.is_dir() and d.name != "blend"))
+    verdict = "**met**" if total <= 15 * 60 else "**not met**"
     body = ("From an empty `data/<comp>/sample` and `models/<comp>/sample` (the same stage commands `make all` "
             "runs).\n\n| competition | stage | wall s | peak RSS so far, MB |\n|---|---|---:|---:|\n"
             + "\n".join(rows) + f"\n| **all** | | **{total:.1f}** ({total / 60:.1f} min) | |\n\n"
-            "Target (issue 6): ≤ 15 minutes on 2 cores.")
+            f"Target (issue 6): ≤ 15 minutes on 2 cores: {verdict}. Cervix `train` ran `MODEL=all`: "
+            f"{cervix_models}. 1-minute load average {load_before:.2f} before, {load_after:.2f} after.")
     update_section("make-all", body, "python -m benchmarks make_all   # or: make bench BENCH=make_all")
     print(f"make all (stage commands): {total:.1f} s")
