@@ -152,6 +152,11 @@ def main(argv: list[str]) -> int:
             "scale": (args.n_train + args.n_test) / (KAGGLE_TRAIN + KAGGLE_TEST),
             "n_questions": lock["n_questions"], "n_words": lock["n_words"], "with_wmd": run["with_wmd"]}
     body = table(timings, cached_s, info)
+    # read by `python -m benchmarks quora_models --scale=kaggle` for its whole-pipeline estimate
+    from pipelines.common.io import write_json
+
+    write_json(root / "bench_features.json", {**info, "total_wall_s": timings["total"]["wall_s"],
+                                              "peak_rss_mb": timings["total"]["peak_rss_mb"]})
     print(body)
     if not args.no_report:
         from benchmarks.report import update_section

@@ -22,7 +22,10 @@ model on the same prepared arrays; same epochs (patience > epochs, so both run a
 ``python -m benchmarks quora_features`` (``data/quora/bench-kaggle/features``; synthetic labels, so
 timings only): fit and predict seconds of one fold (``--folds=all`` for all five) and the peak RSS of
 the process, section ``quora-models-kaggle-scale``. The siamese networks run ``--nn-epochs`` epochs
-(default 1) there: their time per epoch is the figure of interest.
+(default 1) there: their time per epoch is the figure of interest; LightGBM runs ``--lgbm-rounds``
+rounds without early stopping (the synthetic labels would stop it at once). The section ends with
+the whole pipeline's time at that size: the features benchmark's total, 5 x each model's fold, and a
+timed blend + submission CSV of the test set's size (``time_blend_and_submission``).
 """
 from __future__ import annotations
 
@@ -56,6 +59,9 @@ def parse_args(argv):
     p.add_argument("--train-args", default="", help="extra `make train` options for every model, quoted")
     p.add_argument("--folds", choices=["one", "all"], default="one", help="scale kaggle: folds to fit")
     p.add_argument("--nn-epochs", type=int, default=1, help="scale kaggle: epochs of the siamese networks")
+    p.add_argument("--lgbm-rounds", type=int, default=2000,
+                   help="scale kaggle: LightGBM boosting rounds, run in full (no early stopping: the synthetic "
+                        "labels stop it after a few rounds, which would time nothing)")
     p.add_argument("--throughput-epochs", type=int, default=3)
     p.add_argument("--parts", default="quality,throughput",
                    help="scale real: which parts to run, comma-separated (quality, throughput)")
@@ -295,17 +301,99 @@ def kaggle_scale(args, models: list[str], extra: list[str]) -> str:
     lines = ["| model | folds fitted | fit s / fold | predict s / fold (valid + test) | peak RSS MB |",
              "|---|---:|---:|---:|---:|"]
     n_train = n_test = None
+    results = {}
     for m in models:
         opts = list(extra) + (["--epochs", str(args.nn_epochs)] if m.startswith("siamese") else [])
+        if m == "lgbm":
+            opts += ["--lgbm-early-stopping", "0", "--lgbm-rounds", str(args.lgbm_rounds)]
         r = run_child(m, features_dir, out_root / m, f"local-{features_dir.parent.name}", opts,
                       only_fold=args.folds == "one")
         n_train, n_test = r["n_train"], r["n_test"]
+        results[m] = r
         lines.append(f"| {m} | {len(r['folds'])} | {np.mean(r['fit_s']):.0f} | {np.mean(r['predict_s']):.0f} | "
                      f"{r['peak_rss_mb']:.0f} |")
+    n_folds = int(np.load(features_dir / "folds.npy").max()) + 1
+    per_model_s = {}
+    for m, r in results.items():
+        per_model_s[m] = n_folds * (np.mean(r["fit_s"]) + np.mean(r["predict_s"]))
+    blend_s, blend_rss, csv_mb = time_blend_and_submission(features_dir, len(results))
+    lines.append(f"| blend ({len(results)} models) + prior-corrected, validated {n_test:,}-row CSV | – | "
+                 f"{blend_s:.0f} (all of it) | – | {blend_rss:.0f} |")
+    features_s = features_seconds(features_dir)
     head = (f"Features of {n_train:,} train + {n_test:,} test pairs (`{features_dir}`, synthetic labels: timings "
             f"only). Each model in its own process, fresh (no resume); siamese networks {args.nn_epochs} "
-            "epoch(s). A full `make train` runs 5 folds: about 5 x these per-fold figures.")
-    return head + "\n\n" + "\n".join(lines) + "\n"
+            f"epoch(s); LightGBM {args.lgbm_rounds} rounds without early stopping (on the 11,587 real pairs early "
+            f"stopping picks 250-450 rounds at the default learning rate; 35x the rows need more). The blend row fits the blend on synthetic predictions of the same shapes "
+            f"({len(results)} models) and writes the {csv_mb:.0f} MB leaderboard CSV.")
+    est = [f"features {features_s / 60:.0f} min" if features_s else "features (not recorded: run "
+           "`python -m benchmarks quora_features`)"]
+    est += [f"{m} {n_folds} x fold = {v / 60:.0f} min" for m, v in per_model_s.items()]
+    est.append(f"blend + CSV {blend_s / 60:.1f} min")
+    total = (features_s or 0.0) + sum(per_model_s.values()) + blend_s
+    verdict = ("within" if total <= 3600 else "over") + " the 60-minute target"
+    peak = max([r["peak_rss_mb"] for r in results.values()] + [blend_rss])
+    summary = (f"Whole pipeline at this size, from these per-fold figures ({n_folds} folds; siamese at "
+               f"{args.nn_epochs} epoch(s) a fold): " + " + ".join(est) + f" = **{total / 60:.0f} min**, {verdict}; "
+               f"the largest process peaked at **{peak / 1024:.1f} GB** (target 8 GB). Each siamese epoch costs "
+               "about its fit figure again; early stopping on real data typically runs 5-10.")
+    return head + "\n\n" + "\n".join(lines) + "\n\n" + summary + "\n"
+
+
+def features_seconds(features_dir: Path) -> float | None:
+    """Wall seconds of the features benchmark's last build of ``features_dir`` (its timing file), if any."""
+    path = features_dir.parent / "bench_features.json"
+    if not path.exists():
+        return None
+    return float(json.loads(path.read_text())["total_wall_s"])
+
+
+def time_blend_and_submission(features_dir: Path, n_models: int) -> tuple[float, float, float]:
+    """Seconds and peak RSS of the blend and the submission at this size, in a child process.
+
+    The blend code (cross-fitted weights, final fit, test application) and the submission code (prior
+    correction, validation against the sample submission's ids, CSV write) are the pipeline's own;
+    only the model predictions are synthetic, drawn to be informative about the labels.
+    """
+    code = f"""
+import json, sys, tempfile, time, types
+from pathlib import Path
+import numpy as np, pandas as pd
+from benchmarks.bench_quora_models import own_peak_rss_mb
+from pipelines.common.blend import blend_runs
+from pipelines.common.submission import validate_submission
+from pipelines.quora import submission as qs
+fd = Path({str(features_dir)!r})
+y = np.load(fd / "labels.npy").astype(int); folds = np.load(fd / "folds.npy").astype(int)
+ids_test = np.load(fd / "ids_test.npy"); rng = np.random.default_rng(0)
+def preds(n, signal):
+    p = 1 / (1 + np.exp(-(signal + rng.normal(0, 1.5, n))))
+    return np.stack([1 - p, p], axis=1)
+t0 = time.perf_counter()
+data = {{"names": [f"m{{i}}" for i in range({n_models})], "ids": np.arange(len(y)), "test_ids": ids_test,
+        "folds": folds, "y": y, "classes": ["is_duplicate"],
+        "oof": np.stack([preds(len(y), 2.0 * y - 1) for _ in range({n_models})]),
+        "test": np.stack([preds(len(ids_test), 0.0) for _ in range({n_models})])}}
+t0 = time.perf_counter()
+result = blend_runs(data, "weights")
+test = pd.DataFrame({{"id": ids_test, "is_duplicate": result["test"]}})
+args = types.SimpleNamespace(source="bench", test_positive_rate=qs.DEFAULT_TEST_POSITIVE_RATE,
+                             train_positive_rate=float(y.mean()), no_prior_correction=False)
+df = qs.to_submission(test, args)
+ref = pd.read_csv(fd.parent / "raw" / "sample_submission.csv", usecols=["test_id"], dtype={{"test_id": str}})
+validate_submission("quora", df, ref["test_id"].to_numpy(dtype=object))
+with tempfile.TemporaryDirectory() as tmp:
+    out = Path(tmp) / "submission.csv"
+    df.to_csv(out, index=False)
+    mb = out.stat().st_size / 1e6
+wall = time.perf_counter() - t0
+print({RESULT_TAG!r} + json.dumps({{"wall_s": wall, "peak_rss_mb": own_peak_rss_mb(), "csv_mb": mb}}), flush=True)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=config.ROOT, stdout=subprocess.PIPE, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"blend timing failed (exit {proc.returncode})")
+    r = json.loads(lines[-1][len(RESULT_TAG):])
+    return r["wall_s"], r["peak_rss_mb"], r["csv_mb"]
 
 
 def main(argv: list[str]) -> int:

@@ -135,13 +135,13 @@ def test_siamese_resumes_from_its_epoch_checkpoint(nn_features, tmp_path, monkey
 
     monkeypatch.setattr(siamese, "_callbacks", interrupted_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
-        _siamese(data).fit(0, train_idx, valid_idx, fold_dir)
+        _siamese(data, with_features=False).fit(0, train_idx, valid_idx, fold_dir)
     state = json.loads((fold_dir / siamese.STATE_FILE).read_text())
     assert state["epoch"] == 1 and (fold_dir / state["checkpoint"]).exists()
     first_epoch_loss = state["history"]["loss"][0]
 
     monkeypatch.setattr(siamese, "_callbacks", real_callbacks)
-    model = _siamese(data)
+    model = _siamese(data, with_features=False)  # the text-only path (`--no-features`)
     fitted = model.fit(0, train_idx, valid_idx, fold_dir)
     assert fitted.resumed_from_epoch == 1
     assert len(model.history["loss"]) == 2 and model.history["loss"][0] == first_epoch_loss
@@ -176,3 +176,26 @@ def test_siamese_deterministic_across_runs(nn_features, tmp_path):
     assert np.abs(preds[0][0] - preds[1][0]).max() <= 1e-6
     assert np.abs(preds[0][1] - preds[1][1]).max() <= 1e-6
     assert (tmp_path / "run0" / "folds" / "fold_0" / "feature_scaler.npz").exists()
+
+
+def test_siamese_uses_the_pair_features_unless_told_not_to():
+    from pipelines.__main__ import base_parser
+    from pipelines.quora import train
+
+    parser = base_parser(add_help=False)
+    train.add_arguments(parser)
+    base = ["train", "--comp", "quora", "--source", "sample", "--model", "siamese_gru"]
+    assert parser.parse_args(base).with_features is True
+    assert parser.parse_args([*base, "--with-features"]).with_features is True
+    assert parser.parse_args([*base, "--no-features"]).with_features is False
+
+
+def test_lgbm_without_early_stopping_runs_every_round(features):
+    """``--lgbm-early-stopping 0`` (fixed work, as the scale benchmark uses) keeps all the rounds."""
+    import lightgbm as lgb
+
+    train.main(train_args("--model", "lgbm", "--lgbm-early-stopping", "0", "--lgbm-rounds", "30"))
+    out = config.model_dir("quora", "sample", "lgbm")
+    booster = lgb.Booster(model_file=str(out / "folds" / "fold_0" / "model.txt"))
+    assert booster.num_trees() == 30
+    assert json.loads((out / "metrics.json").read_text())["log_loss"] < PRIOR_LOG_LOSS

