@@ -59,6 +59,9 @@ def parse_args(argv):
     p.add_argument("--train-args", default="", help="extra `make train` options for every model, quoted")
     p.add_argument("--folds", choices=["one", "all"], default="one", help="scale kaggle: folds to fit")
     p.add_argument("--nn-epochs", type=int, default=1, help="scale kaggle: epochs of the siamese networks")
+    p.add_argument("--reuse", action="store_true",
+                   help="scale kaggle: report the models already fitted in models/quora/bench-kaggle/ "
+                        "instead of fitting them again")
     p.add_argument("--lgbm-rounds", type=int, default=2000,
                    help="scale kaggle: LightGBM boosting rounds, run in full (no early stopping: the synthetic "
                         "labels stop it after a few rounds, which would time nothing)")
@@ -128,6 +131,9 @@ def child_main(args) -> int:
     for key in ("log_loss", "auc", "accuracy"):
         if key in result:
             out[key] = result[key]
+    from pipelines.common.io import write_json
+
+    write_json(out_dir / "bench_result.json", out)  # for `--reuse`: the report without refitting
     print(RESULT_TAG + json.dumps(out), flush=True)
     return 0
 
@@ -306,12 +312,19 @@ def kaggle_scale(args, models: list[str], extra: list[str]) -> str:
         opts = list(extra) + (["--epochs", str(args.nn_epochs)] if m.startswith("siamese") else [])
         if m == "lgbm":
             opts += ["--lgbm-early-stopping", "0", "--lgbm-rounds", str(args.lgbm_rounds)]
-        r = run_child(m, features_dir, out_root / m, f"local-{features_dir.parent.name}", opts,
-                      only_fold=args.folds == "one")
+        r = earlier_result(out_root / m, features_dir) if args.reuse else None
+        if r is None:
+            r = run_child(m, features_dir, out_root / m, f"local-{features_dir.parent.name}", opts,
+                          only_fold=args.folds == "one")
         n_train, n_test = r["n_train"], r["n_test"]
         results[m] = r
-        lines.append(f"| {m} | {len(r['folds'])} | {np.mean(r['fit_s']):.0f} | {np.mean(r['predict_s']):.0f} | "
-                     f"{r['peak_rss_mb']:.0f} |")
+        rss = "–" if r.get("peak_rss_mb") is None else f"{r['peak_rss_mb']:.0f}"
+        rate = ""
+        if m.startswith("siamese"):
+            n_fit = n_train - int(np.sum(np.load(features_dir / "folds.npy") == 0))
+            rate = f" ({2 * n_fit * args.nn_epochs / np.mean(r['fit_s']):,.0f} training pairs/s)"
+        lines.append(f"| {m} | {len(r['folds'])} | {np.mean(r['fit_s']):.0f}{rate} | {np.mean(r['predict_s']):.0f} | "
+                     f"{rss} |")
     n_folds = int(np.load(features_dir / "folds.npy").max()) + 1
     per_model_s = {}
     for m, r in results.items():
@@ -331,12 +344,40 @@ def kaggle_scale(args, models: list[str], extra: list[str]) -> str:
     est.append(f"blend + CSV {blend_s / 60:.1f} min")
     total = (features_s or 0.0) + sum(per_model_s.values()) + blend_s
     verdict = ("within" if total <= 3600 else "over") + " the 60-minute target"
-    peak = max([r["peak_rss_mb"] for r in results.values()] + [blend_rss])
+    peak = max([r["peak_rss_mb"] for r in results.values() if r.get("peak_rss_mb") is not None] + [blend_rss]
+               + [features_peak_mb(features_dir) or 0.0])
     summary = (f"Whole pipeline at this size, from these per-fold figures ({n_folds} folds; siamese at "
                f"{args.nn_epochs} epoch(s) a fold): " + " + ".join(est) + f" = **{total / 60:.0f} min**, {verdict}; "
-               f"the largest process peaked at **{peak / 1024:.1f} GB** (target 8 GB). Each siamese epoch costs "
+               f"the largest process peaked at **{peak / 1024:.1f} GB** (target 8 GB; features included). Each siamese epoch costs "
                "about its fit figure again; early stopping on real data typically runs 5-10.")
+    if any(r.get("peak_rss_mb") is None for r in results.values()):
+        summary += (" –: peak RSS not recorded (`--reuse` of fits made before the benchmark kept its results "
+                    "in bench_result.json).")
     return head + "\n\n" + "\n".join(lines) + "\n\n" + summary + "\n"
+
+
+def earlier_result(out_dir: Path, features_dir: Path) -> dict | None:
+    """The result of an earlier child run in ``out_dir`` (``--reuse``): its bench_result.json, or else the
+    fold files the CV engine wrote (fit and predict seconds; the peak RSS then is unknown)."""
+    path = out_dir / "bench_result.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    folds = sorted(out_dir.glob("folds/fold_*.npz"))
+    if not folds:
+        return None
+    fit_s, predict_s = [], []
+    for f in folds:
+        with np.load(f) as z:
+            fit_s.append(float(z["fit_s"]))
+            predict_s.append(float(z["predict_s"]))
+    return {"folds": [int(f.stem.split("_")[1]) for f in folds], "fit_s": fit_s, "predict_s": predict_s,
+            "peak_rss_mb": None, "n_train": int(len(np.load(features_dir / "labels.npy"))),
+            "n_test": int(len(np.load(features_dir / "ids_test.npy")))}
+
+
+def features_peak_mb(features_dir: Path) -> float | None:
+    path = features_dir.parent / "bench_features.json"
+    return float(json.loads(path.read_text())["peak_rss_mb"]) if path.exists() else None
 
 
 def features_seconds(features_dir: Path) -> float | None:
@@ -359,7 +400,7 @@ import json, sys, tempfile, time, types
 from pathlib import Path
 import numpy as np, pandas as pd
 from benchmarks.bench_quora_models import own_peak_rss_mb
-from pipelines.common.blend import blend_runs
+from pipelines.common.blend import blend_runs, task_pred
 from pipelines.common.submission import validate_submission
 from pipelines.quora import submission as qs
 fd = Path({str(features_dir)!r})
@@ -375,7 +416,7 @@ data = {{"names": [f"m{{i}}" for i in range({n_models})], "ids": np.arange(len(y
         "test": np.stack([preds(len(ids_test), 0.0) for _ in range({n_models})])}}
 t0 = time.perf_counter()
 result = blend_runs(data, "weights")
-test = pd.DataFrame({{"id": ids_test, "is_duplicate": result["test"]}})
+test = pd.DataFrame({{"id": ids_test, "is_duplicate": task_pred(result["test"])}})
 args = types.SimpleNamespace(source="bench", test_positive_rate=qs.DEFAULT_TEST_POSITIVE_RATE,
                              train_positive_rate=float(y.mean()), no_prior_correction=False)
 df = qs.to_submission(test, args)
@@ -404,7 +445,8 @@ def main(argv: list[str]) -> int:
 
     models = [m.strip() for m in args.models.split(",")] if args.models else list(MODELS)
     extra = shlex.split(args.train_args)
-    command = "nice python -m benchmarks quora_models " + " ".join(argv)
+    # the command that reproduces the figures: --reuse only re-reports them
+    command = "nice python -m benchmarks quora_models " + " ".join(a for a in argv if a != "--reuse")
     if args.scale == "kaggle":
         body = kaggle_scale(args, models, extra)
         print(body)
