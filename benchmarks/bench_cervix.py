@@ -125,6 +125,13 @@ def quality(args: argparse.Namespace) -> tuple[str, dict]:
     lines += ["", f"References: uniform guess {UNIFORM:.4f}, class prior {prior_ll:.4f}. Total training time of "
                   f"the models above: {total_fit / 60:.1f} min (scratch-only models: "
                   f"{sum(m['fit_seconds'] for mod, m, pre, _, _ in rows if not pre) / 60:.1f} min)."]
+    scratch_blend = next((m for label, m, _ in blends if label == "blend, no pretrained weights"), None)
+    scratch_fit = sum(m["fit_seconds"] for _, m, pre, _, _ in rows if not pre)
+    if scratch_blend is not None:
+        met = scratch_blend["log_loss"] <= 0.80 and scratch_fit <= 3600
+        lines += ["", f"Target (issue 5): a blend at or below 0.80 CV log loss with no pretrained weights within 60 "
+                      f"minutes of training on 2 cores: {scratch_blend['log_loss']:.4f} in {scratch_fit / 60:.1f} min, "
+                      f"**{'met' if met else 'not met'}**."]
     summary = {"rows": {r[0]: r[1]["log_loss"] for r in rows}, "blends": {b[0]: b[1]["log_loss"] for b in blends}}
     return "\n".join(lines), summary
 
