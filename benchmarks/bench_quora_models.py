@@ -66,6 +66,8 @@ def parse_args(argv):
                    help="scale kaggle: LightGBM boosting rounds, run in full (no early stopping: the synthetic "
                         "labels stop it after a few rounds, which would time nothing)")
     p.add_argument("--throughput-epochs", type=int, default=3)
+    p.add_argument("--throughput-repeats", type=int, default=3,
+                   help="timed runs per side, alternating (the best of each counts)")
     p.add_argument("--parts", default="quality,throughput",
                    help="scale real: which parts to run, comma-separated (quality, throughput)")
     p.add_argument("--no-report", action="store_true", help="print, do not write BENCHMARKS.md")
@@ -465,7 +467,8 @@ def main(argv: list[str]) -> int:
             update_section("quora-models", body, command.strip())
     if "throughput" in parts:
         source = config.source_label(str(Path(args.data)))
-        tp = throughput(config.features_dir("quora", source), args.throughput_epochs)
+        tp = throughput(config.features_dir("quora", source), args.throughput_epochs,
+                        repeats=args.throughput_repeats)
         print(tp)
         if not args.no_report:
             from benchmarks.report import update_section
