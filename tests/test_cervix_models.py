@@ -135,6 +135,14 @@ def test_keras_applications_from_scratch(arch, tmp_path):
     np.testing.assert_allclose(pred.sum(axis=1), 1.0, atol=1e-5)
     assert model_obj.predict_test(fitted).shape == (3, 3)
     assert fitted.get_layer("preprocess").application == arch
+    # from scratch the whole network trains, BatchNormalization included (not just the top layers)
+    import keras
+
+    backbone = next(layer for layer in fitted.layers if layer.name.startswith(arch))
+    assert all(layer.trainable for layer in backbone.layers)
+    assert sum(int(np.prod(w.shape)) for w in fitted.non_trainable_weights) == sum(
+        int(np.prod(w.shape)) for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)
+        for w in layer.non_trainable_weights)  # only BN's moving statistics stay out of the gradient
 
 
 def test_mobilenet_v2_with_the_real_imagenet_file(tmp_path):

@@ -259,7 +259,8 @@ def build_network(arch: str, image_size: int, opts: NetOptions, weights: str | N
 
 
 def set_phase(backbone, phase: str, fine_tune_layers: int) -> None:
-    """Freeze the backbone (head phase) or unfreeze its top layers, BatchNorm excepted (fine-tune)."""
+    """Freeze the backbone (head phase), unfreeze its top layers, BatchNorm excepted (fine-tune), or
+    train every layer (full: from scratch, where no layer has weights worth keeping)."""
     import keras
 
     if backbone is None:
@@ -268,6 +269,10 @@ def set_phase(backbone, phase: str, fine_tune_layers: int) -> None:
         backbone.trainable = False
         return
     backbone.trainable = True
+    if phase == "full":
+        for layer in backbone.layers:
+            layer.trainable = True
+        return
     n = len(backbone.layers)
     first_trainable = n - fine_tune_layers if fine_tune_layers > 0 else n
     for i, layer in enumerate(backbone.layers):
