@@ -104,6 +104,17 @@ def own_peak_rss_mb() -> float:
     return peak_rss_mb()
 
 
+def fold_times(out_dir: Path) -> dict:
+    """{folds, fit_s, predict_s} of the folds the CV engine finished in ``out_dir``."""
+    folds = sorted(int(p.stem.split("_")[1]) for p in (out_dir / "folds").glob("fold_*.npz"))
+    fit_s, predict_s = [], []
+    for k in folds:
+        with np.load(out_dir / "folds" / f"fold_{k}.npz") as z:
+            fit_s.append(float(z["fit_s"]))
+            predict_s.append(float(z["predict_s"]))
+    return {"folds": folds, "fit_s": fit_s, "predict_s": predict_s}
+
+
 def child_main(args) -> int:
     """Train one model from scratch (no resume) and print its timings and this process's peak RSS."""
     from pipelines.common.cv import run_cv
@@ -121,14 +132,8 @@ def child_main(args) -> int:
                     seed=ns.seed, inputs=input_fingerprints([data.lock_path]), resume=False,
                     only_folds=[0] if args.only_fold else None)
     wall = time.perf_counter() - t0
-    folds_done = sorted(int(p.stem.split("_")[1]) for p in (out_dir / "folds").glob("fold_*.npz"))
-    fit_s, predict_s = [], []
-    for k in folds_done:
-        with np.load(out_dir / "folds" / f"fold_{k}.npz") as z:
-            fit_s.append(float(z["fit_s"]))
-            predict_s.append(float(z["predict_s"]))
-    out = {"model": args.child, "wall_s": wall, "peak_rss_mb": own_peak_rss_mb(), "folds": folds_done,
-           "fit_s": fit_s, "predict_s": predict_s, "n_train": int(len(data.labels)),
+    out = {"model": args.child, "wall_s": wall, "peak_rss_mb": own_peak_rss_mb(), **fold_times(out_dir),
+           "n_train": int(len(data.labels)),
            "n_test": int(len(data.ids_test)), "complete": bool(result.get("complete"))}
     for key in ("log_loss", "auc", "accuracy"):
         if key in result:
@@ -308,6 +313,8 @@ def kaggle_scale(args, models: list[str], extra: list[str]) -> str:
     out_root = config.MODELS_DIR / "quora" / features_dir.parent.name
     lines = ["| model | folds fitted | fit s / fold | predict s / fold (valid + test) | peak RSS MB |",
              "|---|---:|---:|---:|---:|"]
+    folds = np.load(features_dir / "folds.npy")
+    n_folds = int(folds.max()) + 1
     n_train = n_test = None
     results = {}
     for m in models:
@@ -323,18 +330,18 @@ def kaggle_scale(args, models: list[str], extra: list[str]) -> str:
         rss = "–" if r.get("peak_rss_mb") is None else f"{r['peak_rss_mb']:.0f}"
         rate = ""
         if m.startswith("siamese"):
-            n_fit = n_train - int(np.sum(np.load(features_dir / "folds.npy") == 0))
+            n_fit = int(np.sum(folds != 0))  # fold 1's train part
             rate = f" ({2 * n_fit * args.nn_epochs / np.mean(r['fit_s']):,.0f} training pairs/s)"
         lines.append(f"| {m} | {len(r['folds'])} | {np.mean(r['fit_s']):.0f}{rate} | {np.mean(r['predict_s']):.0f} | "
                      f"{rss} |")
-    n_folds = int(np.load(features_dir / "folds.npy").max()) + 1
     per_model_s = {}
     for m, r in results.items():
         per_model_s[m] = n_folds * (np.mean(r["fit_s"]) + np.mean(r["predict_s"]))
     blend_s, blend_rss, csv_mb = time_blend_and_submission(features_dir, len(results))
     lines.append(f"| blend ({len(results)} models) + prior-corrected, validated {n_test:,}-row CSV | – | "
                  f"{blend_s:.0f} (all of it) | – | {blend_rss:.0f} |")
-    features_s = features_seconds(features_dir)
+    features_run = features_benchmark(features_dir)
+    features_s = features_run.get("total_wall_s")
     head = (f"Features of {n_train:,} train + {n_test:,} test pairs (`{features_dir}`, synthetic labels: timings "
             f"only). Each model in its own process, fresh (no resume); siamese networks {args.nn_epochs} "
             f"epoch(s); LightGBM {args.lgbm_rounds} rounds without early stopping (on the 11,587 real pairs early "
@@ -347,7 +354,7 @@ def kaggle_scale(args, models: list[str], extra: list[str]) -> str:
     total = (features_s or 0.0) + sum(per_model_s.values()) + blend_s
     verdict = ("within" if total <= 3600 else "over") + " the 60-minute target"
     peak = max([r["peak_rss_mb"] for r in results.values() if r.get("peak_rss_mb") is not None] + [blend_rss]
-               + [features_peak_mb(features_dir) or 0.0])
+               + [features_run.get("peak_rss_mb", 0.0)])
     summary = (f"Whole pipeline at this size, from these per-fold figures ({n_folds} folds; siamese at "
                f"{args.nn_epochs} epoch(s) a fold): " + " + ".join(est) + f" = **{total / 60:.0f} min**, {verdict}; "
                f"the largest process peaked at **{peak / 1024:.1f} GB** (target 8 GB; features included). Each siamese epoch costs "
@@ -364,30 +371,17 @@ def earlier_result(out_dir: Path, features_dir: Path) -> dict | None:
     path = out_dir / "bench_result.json"
     if path.exists():
         return json.loads(path.read_text())
-    folds = sorted(out_dir.glob("folds/fold_*.npz"))
-    if not folds:
+    times = fold_times(out_dir)
+    if not times["folds"]:
         return None
-    fit_s, predict_s = [], []
-    for f in folds:
-        with np.load(f) as z:
-            fit_s.append(float(z["fit_s"]))
-            predict_s.append(float(z["predict_s"]))
-    return {"folds": [int(f.stem.split("_")[1]) for f in folds], "fit_s": fit_s, "predict_s": predict_s,
-            "peak_rss_mb": None, "n_train": int(len(np.load(features_dir / "labels.npy"))),
+    return {**times, "peak_rss_mb": None, "n_train": int(len(np.load(features_dir / "labels.npy"))),
             "n_test": int(len(np.load(features_dir / "ids_test.npy")))}
 
 
-def features_peak_mb(features_dir: Path) -> float | None:
+def features_benchmark(features_dir: Path) -> dict:
+    """The features benchmark's record of its last build of ``features_dir`` (total_wall_s, peak_rss_mb), or {}."""
     path = features_dir.parent / "bench_features.json"
-    return float(json.loads(path.read_text())["peak_rss_mb"]) if path.exists() else None
-
-
-def features_seconds(features_dir: Path) -> float | None:
-    """Wall seconds of the features benchmark's last build of ``features_dir`` (its timing file), if any."""
-    path = features_dir.parent / "bench_features.json"
-    if not path.exists():
-        return None
-    return float(json.loads(path.read_text())["total_wall_s"])
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def time_blend_and_submission(features_dir: Path, n_models: int) -> tuple[float, float, float]:
@@ -411,7 +405,6 @@ ids_test = np.load(fd / "ids_test.npy"); rng = np.random.default_rng(0)
 def preds(n, signal):
     p = 1 / (1 + np.exp(-(signal + rng.normal(0, 1.5, n))))
     return np.stack([1 - p, p], axis=1)
-t0 = time.perf_counter()
 data = {{"names": [f"m{{i}}" for i in range({n_models})], "ids": np.arange(len(y)), "test_ids": ids_test,
         "folds": folds, "y": y, "classes": ["is_duplicate"],
         "oof": np.stack([preds(len(y), 2.0 * y - 1) for _ in range({n_models})]),
