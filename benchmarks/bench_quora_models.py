@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.report import peak_rss_mb, update_section
 from pipelines import config
 
 log = logging.getLogger(__name__)
@@ -90,20 +91,6 @@ def train_namespace(model: str, source: str, extra: list[str]) -> argparse.Names
     return parser.parse_args(["train", "--comp", "quora", "--source", source, "--model", model, *extra])
 
 
-def own_peak_rss_mb() -> float:
-    """Peak RSS of this process's own address space (VmHWM). getrusage's ru_maxrss would also count the
-    parent's memory at fork time, which Linux carries into the child's figure."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    from benchmarks.report import peak_rss_mb
-
-    return peak_rss_mb()
-
-
 def fold_times(out_dir: Path) -> dict:
     """{folds, fit_s, predict_s} of the folds the CV engine finished in ``out_dir``."""
     folds = sorted(int(p.stem.split("_")[1]) for p in (out_dir / "folds").glob("fold_*.npz"))
@@ -132,7 +119,7 @@ def child_main(args) -> int:
                     seed=ns.seed, inputs=input_fingerprints([data.lock_path]), resume=False,
                     only_folds=[0] if args.only_fold else None)
     wall = time.perf_counter() - t0
-    out = {"model": args.child, "wall_s": wall, "peak_rss_mb": own_peak_rss_mb(), **fold_times(out_dir),
+    out = {"model": args.child, "wall_s": wall, "peak_rss_mb": peak_rss_mb(), **fold_times(out_dir),
            "n_train": int(len(data.labels)),
            "n_test": int(len(data.ids_test)), "complete": bool(result.get("complete"))}
     for key in ("log_loss", "auc", "accuracy"):
@@ -395,7 +382,7 @@ def time_blend_and_submission(features_dir: Path, n_models: int) -> tuple[float,
 import json, sys, tempfile, time, types
 from pathlib import Path
 import numpy as np, pandas as pd
-from benchmarks.bench_quora_models import own_peak_rss_mb
+from benchmarks.report import peak_rss_mb
 from pipelines.common.blend import blend_runs, task_pred
 from pipelines.common.submission import validate_submission
 from pipelines.quora import submission as qs
@@ -422,7 +409,7 @@ with tempfile.TemporaryDirectory() as tmp:
     df.to_csv(out, index=False)
     mb = out.stat().st_size / 1e6
 wall = time.perf_counter() - t0
-print({RESULT_TAG!r} + json.dumps({{"wall_s": wall, "peak_rss_mb": own_peak_rss_mb(), "csv_mb": mb}}), flush=True)
+print({RESULT_TAG!r} + json.dumps({{"wall_s": wall, "peak_rss_mb": peak_rss_mb(), "csv_mb": mb}}), flush=True)
 """
     proc = subprocess.run([sys.executable, "-c", code], cwd=config.ROOT, stdout=subprocess.PIPE, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]
@@ -446,8 +433,6 @@ def main(argv: list[str]) -> int:
         body = kaggle_scale(args, models, extra)
         print(body)
         if not args.no_report:
-            from benchmarks.report import update_section
-
             update_section("quora-models-kaggle-scale", body, command.strip())
         return 0
     parts = {p.strip() for p in args.parts.split(",")}
@@ -455,8 +440,6 @@ def main(argv: list[str]) -> int:
         body, _ = quality(args, models, extra)
         print(body)
         if not args.no_report:
-            from benchmarks.report import update_section
-
             update_section("quora-models", body, command.strip())
     if "throughput" in parts:
         source = config.source_label(str(Path(args.data)))
@@ -464,8 +447,6 @@ def main(argv: list[str]) -> int:
                         repeats=args.throughput_repeats)
         print(tp)
         if not args.no_report:
-            from benchmarks.report import update_section
-
             update_section("quora-siamese-throughput", tp, command.strip())
     return 0
 

@@ -35,6 +35,15 @@ def machine() -> str:
 
 
 def peak_rss_mb(children: bool = False) -> float:
+    """Peak RSS in MB of this process (its own address space: VmHWM, where Linux has it; getrusage's
+    ru_maxrss would also count a parent's memory at fork time), or of its waited-for children."""
+    if not children:
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+        except OSError:
+            pass
     who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
     return resource.getrusage(who).ru_maxrss / 1024.0
 
