@@ -14,7 +14,7 @@ and writes the table of CV log loss / AUC / accuracy / time / memory to BENCHMAR
 SVM, and the blend's target (CV log loss <= 0.365).
 
 (2) Siamese throughput (same run, section ``quora-siamese-throughput``): training pairs per second
-of fold 1 fitted through the pipeline (``SiameseModel.fit``: array preparation, swap augmentation,
+of fold 1 fitted through the pipeline (``SiameseModel.fit``: array preparation,
 per-epoch checkpoints, resumable early stopping) next to a plain ``model.fit`` of the same Keras
 model on the same prepared arrays; same epochs (patience > epochs, so both run all of them).
 
@@ -236,7 +236,7 @@ def throughput(features_dir: Path, epochs: int, model_name: str = "siamese_lstm"
     data = QuoraFeatures(features_dir)
     ns = train_namespace(model_name, REAL_SOURCE, ["--epochs", str(epochs), "--patience", str(epochs + 1)])
     train_idx, valid_idx = np.flatnonzero(data.folds != 0), np.flatnonzero(data.folds == 0)
-    pairs = 2 * len(train_idx) * epochs  # both orders, every epoch
+    pairs = len(train_idx) * epochs  # every train pair once an epoch (the network is order-free)
 
     def pipeline():
         model = train.build_model(model_name, data, ns)
@@ -281,12 +281,12 @@ def throughput(features_dir: Path, epochs: int, model_name: str = "siamese_lstm"
              f"| through the pipeline (`SiameseModel.fit`) | {best['pipeline']:.1f} | "
              f"{pairs / best['pipeline']:,.0f} | {best_cpu['pipeline']:.1f} |"]
     runs = "; ".join(f"{k}: " + " / ".join(f"{t:.1f}" for t in v) + " s" for k, v in timings.items())
-    head = (f"`{model_name}` with the default options, {len(train_idx):,} train pairs of fold 1 in both orders "
-            f"= {2 * len(train_idx):,} pairs an epoch, {epochs} epochs, validation on {len(valid_idx):,} pairs "
+    head = (f"`{model_name}` with the default options, {len(train_idx):,} train pairs of fold 1 "
+            f"an epoch, {epochs} epochs, validation on {len(valid_idx):,} pairs "
             f"every epoch in both; the two alternate, best of {repeats}. All wall times: {runs}. 1-minute load "
             f"average {load_before:.1f} before, {load_after:.1f} after (2 cores shared with other work).")
     verdict = (f"Pipeline overhead: **{overhead * 100:+.1f}%** wall, **{overhead_cpu * 100:+.1f}%** CPU (limit +10%; "
-               "the pipeline's figure includes building the arrays, the swap augmentation and an epoch "
+               "the pipeline's figure includes building the arrays and an epoch "
                "checkpoint (.keras + best weights + state) every epoch).")
     return head + "\n\n" + "\n".join(lines) + "\n\n" + verdict + "\n"
 
@@ -318,7 +318,7 @@ def kaggle_scale(args, models: list[str], extra: list[str]) -> str:
         rate = ""
         if m.startswith("siamese"):
             n_fit = int(np.sum(folds != 0))  # fold 1's train part
-            rate = f" ({2 * n_fit * args.nn_epochs / np.mean(r['fit_s']):,.0f} training pairs/s)"
+            rate = f" ({n_fit * args.nn_epochs / np.mean(r['fit_s']):,.0f} training pairs/s)"
         lines.append(f"| {m} | {len(r['folds'])} | {np.mean(r['fit_s']):.0f}{rate} | {np.mean(r['predict_s']):.0f} | "
                      f"{rss} |")
     per_model_s = {}

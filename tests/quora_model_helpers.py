@@ -73,7 +73,10 @@ def _pair_features(rng: np.random.Generator, q1s, q2s, labels: np.ndarray | None
         "word_share": shared,
         "len_diff": len_diff,
         "fuzz_ratio": np.clip(shared * 100 + rng.normal(0, 15, n), 0, 100),
+        "q1_len_chars": np.array([5 * len(a) for a in q1s], dtype=float),  # a q1_*/q2_* pair, as the real set has
+        "q2_len_chars": np.array([5 * len(b) for b in q2s], dtype=float),
         "graph_q1_freq": rng.poisson(1 + 3 * latent),
+        "graph_q2_freq": rng.poisson(1 + 2 * latent),
         "graph_common_neighbours": rng.poisson(2 * latent),
         "noise": rng.normal(size=n),
     }).astype(np.float32)

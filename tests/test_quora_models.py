@@ -147,12 +147,11 @@ def test_siamese_resumes_from_its_epoch_checkpoint(nn_features, tmp_path, monkey
     assert len(model.history["loss"]) == 2 and model.history["loss"][0] == first_epoch_loss
     assert json.loads((fold_dir / siamese.STATE_FILE).read_text())["epoch"] == 2
 
-    # Streaming prediction in small chunks (last one partial) equals one batch over both pair orders.
+    # Streaming prediction in small chunks (last one partial) equals one batch over every pair.
     monkeypatch.setattr(siamese, "PREDICT_CHUNK", 7)
     streamed = model.predict_test(fitted)
     q1, q2 = np.asarray(data.seq("q1", "test")), np.asarray(data.seq("q2", "test"))
-    whole = (fitted.model.predict_on_batch({"q1": q1, "q2": q2}).ravel()
-             + fitted.model.predict_on_batch({"q1": q2, "q2": q1}).ravel()) / 2
+    whole = fitted.model.predict_on_batch({"q1": q1, "q2": q2}).ravel()
     assert np.allclose(streamed, whole, atol=1e-6)
 
     model.save(fitted, fold_dir)
@@ -176,6 +175,34 @@ def test_siamese_deterministic_across_runs(nn_features, tmp_path):
     assert np.abs(preds[0][0] - preds[1][0]).max() <= 1e-6
     assert np.abs(preds[0][1] - preds[1][1]).max() <= 1e-6
     assert (tmp_path / "run0" / "folds" / "fold_0" / "feature_scaler.npz").exists()
+
+
+def test_siamese_is_order_free(nn_features, tmp_path):
+    """Swapping q1 and q2 (texts and every q1_*/q2_* feature) leaves the network's input, and so its
+    prediction, exactly unchanged: why it trains and predicts each pair in one order only."""
+    from pipelines.quora.models import QuoraFeatures
+    from pipelines.quora.models import siamese
+
+    data = QuoraFeatures(nn_features)
+    frame = data.pair_features("train")
+    assert {"q1_len_chars", "graph_q1_freq"} <= set(frame.columns)  # asymmetric columns exist
+    swapped = frame.rename(columns={c: siamese.swapped_name(c) for c in frame.columns})[frame.columns]
+    assert not swapped.equals(frame)
+    sym, sym_swapped = siamese.symmetric_features(frame), siamese.symmetric_features(swapped)
+    assert list(sym.columns) == list(sym_swapped.columns) and not any("q1" in c for c in sym.columns)
+    assert np.array_equal(sym.to_numpy(), sym_swapped.to_numpy())
+    assert np.array_equal(sym["len_chars_min"], np.minimum(frame["q1_len_chars"], frame["q2_len_chars"]))
+
+    model = _siamese(data, epochs=1, with_features=True)
+    train_idx, valid_idx = np.flatnonzero(data.folds != 0), np.flatnonzero(data.folds == 0)
+    fitted = model.fit(0, train_idx, valid_idx, tmp_path)
+    x_train, y_train, _, _ = model.training_arrays(train_idx, valid_idx, fitted)
+    assert len(y_train) == len(train_idx)  # each pair once per epoch
+    q1, q2 = np.asarray(data.seq("q1", "train")), np.asarray(data.seq("q2", "train"))
+    feats = model._features("train")
+    ab = fitted.model.predict_on_batch(model._inputs(q1, q2, feats, fitted)).ravel()
+    ba = fitted.model.predict_on_batch(model._inputs(q2, q1, feats, fitted)).ravel()
+    assert np.array_equal(ab, ba)
 
 
 def test_siamese_uses_the_pair_features_unless_told_not_to():

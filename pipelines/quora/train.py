@@ -22,8 +22,8 @@ CLASS_NAMES = ["is_duplicate"]
 
 # The built-in sample only has to show that the networks learn: a few epochs keep `make all` quick on a
 # CPU; real data gets room for early stopping to choose.
-DEFAULT_EPOCHS = 15
-SAMPLE_EPOCHS = 3
+DEFAULT_EPOCHS = 30
+SAMPLE_EPOCHS = 6
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help=f"most epochs (early stopping picks; default {DEFAULT_EPOCHS}, {SAMPLE_EPOCHS} on the sample)")
     nn.add_argument("--batch-size", type=int, default=256)
     nn.add_argument("--units", type=int, default=64, help="recurrent units per direction")
-    nn.add_argument("--patience", type=int, default=2, help="early-stopping patience in epochs")
+    nn.add_argument("--patience", type=int, default=4, help="early-stopping patience in epochs (default 4)")
     nn.add_argument("--dense", type=int, default=64, help="units of the dense layer after the merge")
     nn.add_argument("--dropout", type=float, default=0.2)
     nn.add_argument("--learning-rate", type=float, default=1e-3)

@@ -5,8 +5,15 @@
     (the encoding: max over the time steps' outputs, ``--pooling max``, default; or the last state)
     [|a - b|, a * b] + standardised pair features (``--no-features``: without) -> Dropout -> Dense (relu) -> Dropout -> sigmoid
 
-Training sees every pair in both orders (q1/q2 swap augmentation); prediction averages both
-orders. Early stopping watches the fold's validation part and restores the best weights.
+q1/q2 order: swap augmentation exists to teach a network that the order of the two questions
+means nothing. Here that holds exactly, by construction: the encoder is shared, the merge is
+symmetric, and the pair features enter in an order-free form (each q1_*/q2_* column pair, e.g.
+q1_len_words/q2_len_words, becomes its min and max: ``symmetric_features``). A swapped pair is
+therefore the very same input, so training on both orders would only show every pair twice per
+epoch (twice the time, no new information) and predicting both orders would compute the same
+number twice; the network trains and predicts each pair once. (Until this was noticed it did
+both, doubling training and test-prediction time.) Early stopping watches the fold's validation
+part and restores the best weights.
 
 Resuming inside a fold: after every epoch the model (with its optimizer state) is saved as
 ``fold_dir/epoch_<e>.keras``, the best weights so far as ``best_<e>.weights.h5``, and then
@@ -29,6 +36,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from pipelines.common.io import atomic_path, read_json, write_json
 from pipelines.quora.models import QuoraFeatures
@@ -132,6 +140,36 @@ def build_keras_model(*, max_len: int, embedding_matrix: np.ndarray, rnn: str, u
     return model
 
 
+def swapped_name(column: str) -> str:
+    """The column describing the other question: q1_len_words <-> q2_len_words, num_q1 <-> num_q2."""
+    parts = column.split("_")
+    swap = {"q1": "q2", "q2": "q1"}
+    return "_".join(swap.get(part, part) for part in parts)
+
+
+def symmetric_features(frame: pd.DataFrame) -> pd.DataFrame:
+    """The pair features with every q1_*/q2_* column pair replaced by its min and max (order-free).
+
+    Every other column is already symmetric in q1/q2 (absolute differences, min/max ratios,
+    shares, similarities), so the result is the same for a pair and for its swap.
+    """
+    out, done = {}, set()
+    for column in frame.columns:
+        if column in done:
+            continue
+        other = swapped_name(column)
+        if other != column and other in frame.columns:
+            a, b = frame[column].to_numpy(), frame[other].to_numpy()
+            stem = "_".join(p for p in column.split("_") if p not in ("q1", "q2"))
+            # graph_freq_min/max (say) are already among the features: the pair then adds nothing.
+            if f"{stem}_min" not in frame.columns:
+                out[f"{stem}_min"], out[f"{stem}_max"] = np.minimum(a, b), np.maximum(a, b)
+            done.update((column, other))
+        else:
+            out[column] = frame[column].to_numpy()
+    return pd.DataFrame(out, index=frame.index)
+
+
 def _pad_rows(x: np.ndarray, n: int) -> np.ndarray:
     out = np.zeros((n,) + x.shape[1:], dtype=x.dtype)
     out[: len(x)] = x
@@ -197,8 +235,8 @@ def _callbacks(fold_dir: Path, patience: int, state: dict | None):
 
 
 class SiameseModel:
-    def __init__(self, data: QuoraFeatures, rnn: str = "lstm", *, epochs: int = 15, batch_size: int = 256,
-                 units: int = 64, patience: int = 2, bidirectional: bool = False, fine_tune: bool = False,
+    def __init__(self, data: QuoraFeatures, rnn: str = "lstm", *, epochs: int = 30, batch_size: int = 256,
+                 units: int = 64, patience: int = 4, bidirectional: bool = False, fine_tune: bool = False,
                  with_features: bool = True, dense: int = 64, dropout: float = 0.2,
                  learning_rate: float = 1e-3, pooling: str = "max", execution: str = "auto", seed: int = 42,
                  verbose: int = 2):
@@ -214,7 +252,7 @@ class SiameseModel:
                        "patience": int(patience), "bidirectional": bool(bidirectional),
                        "fine_tune": bool(fine_tune), "with_features": bool(with_features), "dense": int(dense),
                        "dropout": float(dropout), "learning_rate": float(learning_rate), "pooling": pooling, "execution": execution, "seed": int(seed),
-                       "swap_augmentation": True, "deterministic_ops": True}
+                       "order_invariant": True, "deterministic_ops": True}
         self.verbose = verbose
         self.history: dict = {}
         self._feats = {}
@@ -224,7 +262,7 @@ class SiameseModel:
         if not self.params["with_features"]:
             return None
         if part not in self._feats:
-            self._feats[part] = self.data.pair_features(part).to_numpy(dtype=np.float32)
+            self._feats[part] = symmetric_features(self.data.pair_features(part)).to_numpy(dtype=np.float32)
         return self._feats[part]
 
     def _inputs(self, q1, q2, feats, fitted: FittedSiamese | None) -> dict:
@@ -249,17 +287,13 @@ class SiameseModel:
         return FittedSiamese(None, mean, std)
 
     def training_arrays(self, train_idx: np.ndarray, valid_idx: np.ndarray, scaler: FittedSiamese):
-        """(x, y) for fit with both pair orders, and (x, y) of the validation part in the given order."""
+        """(x, y) for fit and (x, y) of the validation part (one order each: the network is order-free)."""
         q1, q2 = self.data.seq("q1", "train"), self.data.seq("q2", "train")
         y = self.data.labels.astype(np.float32)
         feats = self._features("train")
-        t1, t2 = np.asarray(q1[train_idx]), np.asarray(q2[train_idx])
-        tf_ = None if feats is None else feats[train_idx]
-        x_train = self._inputs(np.concatenate([t1, t2]), np.concatenate([t2, t1]),
-                               None if tf_ is None else np.concatenate([tf_, tf_]), scaler)
-        y_train = np.concatenate([y[train_idx], y[train_idx]])
+        x_train = self._inputs(q1[train_idx], q2[train_idx], None if feats is None else feats[train_idx], scaler)
         x_valid = self._inputs(q1[valid_idx], q2[valid_idx], None if feats is None else feats[valid_idx], scaler)
-        return x_train, y_train, x_valid, y[valid_idx]
+        return x_train, y[train_idx], x_valid, y[valid_idx]
 
     def new_keras_model(self, n_features: int | None = None):
         n_features = self.n_features if n_features is None else n_features
@@ -313,7 +347,7 @@ class SiameseModel:
 
     def _predict_rows(self, fitted: FittedSiamese, q1, q2, feats, rows: np.ndarray | None, n: int,
                       desc: str) -> np.ndarray:
-        """Both-orders average over chunks of the (memory-mapped) arrays; nothing else held at once."""
+        """Predictions over chunks of the (memory-mapped) arrays; nothing else held at once."""
         from tqdm import tqdm
 
         out = np.empty(n, dtype=np.float64)
@@ -330,9 +364,7 @@ class SiameseModel:
             if m < chunk:
                 a, b = _pad_rows(a, chunk), _pad_rows(b, chunk)
                 f = None if f is None else _pad_rows(f, chunk)
-            p_ab = np.asarray(fitted.model.predict_on_batch(self._inputs(a, b, f, fitted))).ravel()[:m]
-            p_ba = np.asarray(fitted.model.predict_on_batch(self._inputs(b, a, f, fitted))).ravel()[:m]
-            out[sel] = (p_ab + p_ba) / 2.0
+            out[sel] = np.asarray(fitted.model.predict_on_batch(self._inputs(a, b, f, fitted))).ravel()[:m]
         return out
 
     def predict_valid(self, fitted: FittedSiamese, valid_idx: np.ndarray) -> np.ndarray:
