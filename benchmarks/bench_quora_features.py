@@ -161,7 +161,7 @@ def main(argv: list[str]) -> int:
     if not args.no_report:
         from benchmarks.report import update_section
 
-        command = "nice python -m benchmarks quora_features " + " ".join(argv)
+        command = "python -m benchmarks quora_features " + " ".join(argv)
         update_section("quora-features", body, command.strip())
     return 0
 

@@ -32,6 +32,7 @@ from pipelines.common.io import atomic_path
 from pipelines.quora.models import QuoraFeatures
 
 log = logging.getLogger(__name__)
+DESIGN_ROWS = 200_000  # rows of the design matrix built at once (see LgbmModel._design_blocks)
 
 DEFAULTS = {
     "learning_rate": 0.02,
@@ -65,32 +66,45 @@ class LgbmModel:
         threads = max(1, min(config.n_workers(), len(data.labels) // 20_000))
         self.params = {**params, "seed": int(seed), "num_threads": threads, "features": train_cols}
         self._x_train = None
-        self._x_test = None
+        self._dense = {}  # part -> float32 (n, n_features) pair features
         self._bow_keep = None
 
-    def _bow(self, part: str):
-        """The word TF-IDF pair blocks, restricted to the columns most used in train."""
-        from pipelines.quora.models.bow import pair_matrix
+    def _bow_columns(self) -> np.ndarray:
+        """The pair-block columns kept: the most used in train (decided once, reused for test)."""
+        if self._bow_keep is None:
+            from pipelines.quora.models.bow import pair_matrix
 
-        q1, q2 = self.data.tfidf("word", "q1", part), self.data.tfidf("word", "q2", part)
-        pairs = pair_matrix(q1, q2, with_sum=False)
-        if self._bow_keep is None:  # decided on train, reused for test
+            pairs = pair_matrix(self.data.tfidf("word", "q1", "train"), self.data.tfidf("word", "q2", "train"),
+                                with_sum=False)
             support = np.diff(pairs.tocsc().indptr)
             order = np.argsort(-support, kind="stable")[: self.params["bow_columns"]]
             self._bow_keep = np.sort(order[support[order] > 0])
-        return pairs[:, self._bow_keep]
+        return self._bow_keep
 
-    def _design(self, part: str):
-        dense = self._matrix(part)
-        if not self.params["bow_columns"]:
-            return dense
+    def _design_blocks(self, part: str):
+        """The design matrix of ``part`` in blocks of DESIGN_ROWS rows: (row slice, matrix) pairs.
+
+        Built block by block because the whole test set at Kaggle size (2.3M rows) as one sparse
+        matrix, and the temporaries of stacking it, took 17 GB; a block holds 200k rows.
+        """
         import scipy.sparse as sp
 
-        if part == "test" and self._bow_keep is None:
-            self._bow("train")
-        return sp.hstack([sp.csr_matrix(dense), self._bow(part)], format="csr", dtype=np.float32)
+        from pipelines.quora.models.bow import pair_matrix
+
+        dense = self._matrix(part)
+        keep = self._bow_columns() if self.params["bow_columns"] else None
+        tfidf = (self.data.tfidf("word", "q1", part), self.data.tfidf("word", "q2", part)) if keep is not None else None
+        for start in range(0, len(dense), DESIGN_ROWS):
+            rows = slice(start, min(start + DESIGN_ROWS, len(dense)))
+            if keep is None:
+                yield rows, dense[rows]
+            else:
+                bow = pair_matrix(tfidf[0][rows], tfidf[1][rows], with_sum=False)[:, keep]
+                yield rows, sp.hstack([sp.csr_matrix(dense[rows]), bow], format="csr", dtype=np.float32)
 
     def _matrix(self, part: str) -> np.ndarray:
+        if part in self._dense:
+            return self._dense[part]
         df = self.data.pair_features(part)
         missing = [c for c in self.params["features"] if c not in df.columns]
         if missing:
@@ -98,19 +112,22 @@ class LgbmModel:
 
             raise StageError(f"{self.data.dir}/pair_features_{part}.parquet lacks columns {missing[:5]}: "
                              "re-run the features stage")
-        return np.ascontiguousarray(df[self.params["features"]].to_numpy(dtype=np.float32))
+        self._dense[part] = np.ascontiguousarray(df[self.params["features"]].to_numpy(dtype=np.float32))
+        return self._dense[part]
 
     @property
-    def x_train(self) -> np.ndarray:
+    def x_train(self):
+        """The whole train design matrix (kept: every fold slices it)."""
         if self._x_train is None:
-            self._x_train = self._design("train")
-        return self._x_train
+            blocks = [block for _, block in self._design_blocks("train")]
+            if self.params["bow_columns"]:
+                import scipy.sparse as sp
 
-    @property
-    def x_test(self) -> np.ndarray:
-        if self._x_test is None:
-            self._x_test = self._design("test")
-        return self._x_test
+                self._x_train = sp.vstack(blocks, format="csr", dtype=np.float32)
+            else:
+                self._x_train = np.concatenate(blocks)
+            self._dense.pop("train", None)  # now inside x_train
+        return self._x_train
 
     def lgb_params(self) -> dict:
         p = self.params
@@ -154,7 +171,10 @@ class LgbmModel:
         return model.predict(self.x_train[valid_idx], num_iteration=model.best_iteration)
 
     def predict_test(self, model) -> np.ndarray:
-        return model.predict(self.x_test, num_iteration=model.best_iteration)
+        out = np.empty(len(self.data.ids_test), dtype=np.float64)
+        for rows, block in self._design_blocks("test"):
+            out[rows] = model.predict(block, num_iteration=model.best_iteration)
+        return out
 
     def save(self, model, fold_dir: Path) -> None:
         with atomic_path(Path(fold_dir) / "model.txt") as tmp:

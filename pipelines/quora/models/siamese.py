@@ -147,27 +147,44 @@ def swapped_name(column: str) -> str:
     return "_".join(swap.get(part, part) for part in parts)
 
 
-def symmetric_features(frame: pd.DataFrame) -> pd.DataFrame:
-    """The pair features with every q1_*/q2_* column pair replaced by its min and max (order-free).
+def symmetric_plan(columns) -> list[tuple[str, str, str | None, str | None]]:
+    """(name, column, other column, 'min'|'max'|None) of each order-free feature, in column order.
 
-    Every other column is already symmetric in q1/q2 (absolute differences, min/max ratios,
-    shares, similarities), so the result is the same for a pair and for its swap.
+    Every q1_*/q2_* column pair becomes its min and max; every other column is already symmetric in
+    q1/q2 (absolute differences, min/max ratios, shares, similarities) and is kept as it is.
     """
-    out, done = {}, set()
-    for column in frame.columns:
+    columns = list(columns)
+    plan, done = [], set()
+    for column in columns:
         if column in done:
             continue
         other = swapped_name(column)
-        if other != column and other in frame.columns:
-            a, b = frame[column].to_numpy(), frame[other].to_numpy()
+        if other != column and other in columns:
             stem = "_".join(p for p in column.split("_") if p not in ("q1", "q2"))
             # graph_freq_min/max (say) are already among the features: the pair then adds nothing.
-            if f"{stem}_min" not in frame.columns:
-                out[f"{stem}_min"], out[f"{stem}_max"] = np.minimum(a, b), np.maximum(a, b)
+            if f"{stem}_min" not in columns:
+                plan += [(f"{stem}_min", column, other, "min"), (f"{stem}_max", column, other, "max")]
             done.update((column, other))
         else:
-            out[column] = frame[column].to_numpy()
-    return pd.DataFrame(out, index=frame.index)
+            plan.append((column, column, None, None))
+    return plan
+
+
+def symmetric_matrix(frame: pd.DataFrame) -> np.ndarray:
+    """float32 (n, k) matrix of the order-free features (``symmetric_plan``), filled column by column:
+    one copy of the data, not the several a DataFrame round trip makes (GBs at Kaggle's test size)."""
+    plan = symmetric_plan(frame.columns)
+    out = np.empty((len(frame), len(plan)), dtype=np.float32)
+    for j, (_, column, other, op) in enumerate(plan):
+        a = frame[column].to_numpy()
+        out[:, j] = a if op is None else (np.minimum if op == "min" else np.maximum)(a, frame[other].to_numpy())
+    return out
+
+
+def symmetric_features(frame: pd.DataFrame) -> pd.DataFrame:
+    """The pair features in their order-free form (the same for a pair and for its swap), named."""
+    return pd.DataFrame(symmetric_matrix(frame), columns=[name for name, *_ in symmetric_plan(frame.columns)],
+                        index=frame.index)
 
 
 def _pad_rows(x: np.ndarray, n: int) -> np.ndarray:
@@ -262,7 +279,7 @@ class SiameseModel:
         if not self.params["with_features"]:
             return None
         if part not in self._feats:
-            self._feats[part] = symmetric_features(self.data.pair_features(part)).to_numpy(dtype=np.float32)
+            self._feats[part] = symmetric_matrix(self.data.pair_features(part))
         return self._feats[part]
 
     def _inputs(self, q1, q2, feats, fitted: FittedSiamese | None) -> dict:
