@@ -226,3 +226,22 @@ def test_lgbm_without_early_stopping_runs_every_round(features):
     booster = lgb.Booster(model_file=str(out / "folds" / "fold_0" / "model.txt"))
     assert booster.num_trees() == 30
     assert json.loads((out / "metrics.json").read_text())["log_loss"] < PRIOR_LOG_LOSS
+
+
+def test_lgbm_predicts_the_test_set_block_by_block(features, monkeypatch):
+    """The design matrix is built in row blocks (the whole Kaggle test set at once took 17 GB):
+    small blocks, the last one partial, give the same train matrix and test predictions as one block."""
+    from pipelines.quora.models import QuoraFeatures
+    from pipelines.quora.models import lgbm as lgbm_module
+
+    data = QuoraFeatures(config.features_dir("quora", "sample"))
+    whole = lgbm_module.LgbmModel(data, num_boost_round=20, early_stopping_rounds=0)
+    train_idx, valid_idx = np.flatnonzero(data.folds != 0), np.flatnonzero(data.folds == 0)
+    booster = whole.fit(0, train_idx, valid_idx, None)
+    expected = whole.predict_test(booster)
+
+    monkeypatch.setattr(lgbm_module, "DESIGN_ROWS", 7)
+    blocks = lgbm_module.LgbmModel(data, num_boost_round=20, early_stopping_rounds=0)
+    assert len(data.ids_test) % 7 and len(list(blocks._design_blocks("test"))) == -(-len(data.ids_test) // 7)
+    assert (blocks.x_train != whole.x_train).nnz == 0
+    assert np.array_equal(blocks.predict_test(booster), expected)

@@ -62,7 +62,7 @@ class LgbmModel:
         params = {**DEFAULTS, **{k: v for k, v in overrides.items() if v is not None}}
         if params["min_data_in_leaf"] == "auto":
             params["min_data_in_leaf"] = max(20, int(round(len(data.labels) / 1000)))
-        train_cols = list(data.pair_features("train").columns)
+        train_cols = data.pair_feature_names("train")
         threads = max(1, min(config.n_workers(), len(data.labels) // 20_000))
         self.params = {**params, "seed": int(seed), "num_threads": threads, "features": train_cols}
         self._x_train = None
@@ -105,14 +105,14 @@ class LgbmModel:
     def _matrix(self, part: str) -> np.ndarray:
         if part in self._dense:
             return self._dense[part]
-        df = self.data.pair_features(part)
-        missing = [c for c in self.params["features"] if c not in df.columns]
+        present = set(self.data.pair_feature_names(part))
+        missing = [c for c in self.params["features"] if c not in present]
         if missing:
             from pipelines.common.log import StageError
 
             raise StageError(f"{self.data.dir}/pair_features_{part}.parquet lacks columns {missing[:5]}: "
                              "re-run the features stage")
-        self._dense[part] = np.ascontiguousarray(df[self.params["features"]].to_numpy(dtype=np.float32))
+        self._dense[part] = self.data.pair_feature_matrix(part, self.params["features"])
         return self._dense[part]
 
     @property

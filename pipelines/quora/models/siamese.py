@@ -170,14 +170,14 @@ def symmetric_plan(columns) -> list[tuple[str, str, str | None, str | None]]:
     return plan
 
 
-def symmetric_matrix(frame: pd.DataFrame) -> np.ndarray:
-    """float32 (n, k) matrix of the order-free features (``symmetric_plan``), filled column by column:
-    one copy of the data, not the several a DataFrame round trip makes (GBs at Kaggle's test size)."""
-    plan = symmetric_plan(frame.columns)
-    out = np.empty((len(frame), len(plan)), dtype=np.float32)
+def symmetric_matrix(table) -> np.ndarray:
+    """float32 (n, k) matrix of the order-free features (``symmetric_plan``) of ``table`` (a DataFrame or a
+    pyarrow Table), filled column by column: one copy of the data (GBs at Kaggle's test size)."""
+    plan = symmetric_plan(table.column_names if hasattr(table, "column_names") else table.columns)
+    out = np.empty((len(table), len(plan)), dtype=np.float32)
     for j, (_, column, other, op) in enumerate(plan):
-        a = frame[column].to_numpy()
-        out[:, j] = a if op is None else (np.minimum if op == "min" else np.maximum)(a, frame[other].to_numpy())
+        a = np.asarray(table[column])
+        out[:, j] = a if op is None else (np.minimum if op == "min" else np.maximum)(a, np.asarray(table[other]))
     return out
 
 
@@ -279,7 +279,7 @@ class SiameseModel:
         if not self.params["with_features"]:
             return None
         if part not in self._feats:
-            self._feats[part] = symmetric_matrix(self.data.pair_features(part))
+            self._feats[part] = symmetric_matrix(self.data.pair_feature_table(part))
         return self._feats[part]
 
     def _inputs(self, q1, q2, feats, fitted: FittedSiamese | None) -> dict:
