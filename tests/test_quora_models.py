@@ -184,7 +184,7 @@ def test_siamese_is_order_free(nn_features, tmp_path):
     from pipelines.quora.models import siamese
 
     data = QuoraFeatures(nn_features)
-    frame = data.pair_features("train")
+    frame = data.pair_feature_table("train").to_pandas()
     assert {"q1_len_chars", "graph_q1_freq"} <= set(frame.columns)  # asymmetric columns exist
     swapped = frame.rename(columns={c: siamese.swapped_name(c) for c in frame.columns})[frame.columns]
     assert not swapped.equals(frame)

@@ -9,7 +9,6 @@ import functools
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from pipelines.common.log import StageError
 
@@ -66,17 +65,14 @@ class QuoraFeatures:
     def train_positive_rate(self) -> float:
         return float(np.mean(self.labels))
 
-    def pair_features(self, part: str) -> pd.DataFrame:
-        """Handcrafted + graph_* pair features (float32 columns) of 'train' or 'test'."""
-        return pd.read_parquet(self.path(f"pair_features_{part}.parquet"))
-
     def pair_feature_names(self, part: str) -> list[str]:
         import pyarrow.parquet as pq
 
         return list(pq.read_schema(self.path(f"pair_features_{part}.parquet")).names)
 
     def pair_feature_table(self, part: str, columns: list[str] | None = None):
-        """The pair features as a pyarrow Table (``table[name]`` is a column), without a pandas copy."""
+        """Handcrafted + graph_* pair features (float32) of 'train' or 'test' as a pyarrow Table
+        (``table[name]`` is a column), without a pandas copy."""
         import pyarrow.parquet as pq
 
         return pq.read_table(self.path(f"pair_features_{part}.parquet"), columns=columns)
