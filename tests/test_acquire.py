@@ -306,3 +306,37 @@ def test_kaggle_zip_with_a_damaged_inner_zip(project, tmp_path):
     with pytest.raises(StageError, match=r"inside the Kaggle download is damaged \(train\.csv\.zip is broken"):
         acq.acquire("quora", "kaggle", api=api)
     assert not (config.source_dir("quora", "kaggle") / "downloads").exists()
+
+
+def test_fresh_copy_of_the_same_files_keeps_raw_and_what_was_built_on_it(project, tmp_path, caplog):
+    import os
+    import shutil
+
+    from pipelines.common.stage import Stage
+    from pipelines.quora.data import generate_sample
+
+    src = tmp_path / "download"
+    generate_sample(src, n_train=40, n_test=10)
+    acq.acquire("quora", str(src))
+    raw = config.raw_dir("quora", str(src))
+    downstream = Stage("features", tmp_path / "feat", deps=[raw / "train.csv"], params={}, outs=[])
+    downstream.done()
+    # The data folder re-created with the same bytes (new mtimes): re-imported, raw/ and what depends on it kept.
+    copy = tmp_path / "copy"
+    shutil.copytree(src, copy)
+    shutil.rmtree(src)
+    os.replace(copy, src)
+    for f in src.iterdir():
+        os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
+    with caplog.at_level(logging.INFO):
+        acq.acquire("quora", str(src))
+    assert "inputs changed" in caplog.text and "same files as the last import" in caplog.text
+    assert downstream.up_to_date()
+    # raw/ edited by hand (same size, other bytes): the import restores it, downstream is stale.
+    train = raw / "train.csv"
+    edited = bytearray(train.read_bytes())
+    edited[-2] = ord("0") if edited[-2] != ord("0") else ord("1")
+    train.write_bytes(bytes(edited))
+    acq.acquire("quora", str(src))
+    assert train.read_bytes() == (src / "train.csv").read_bytes()
+    assert not downstream.up_to_date()

@@ -194,6 +194,19 @@ def _verify_checksums(src: Path | None, files: dict) -> dict | None:
     return {"file": listing.name, "verified": verified, "mismatched": mismatched}
 
 
+def _same_content(manifest_path: Path, raw: Path, file_info: dict, params: dict) -> bool:
+    """True when raw/ holds exactly the files (names, sizes, sha256) the new import produced."""
+    if not raw.is_dir() or not manifest_path.exists():
+        return False
+    try:
+        previous = read_json(manifest_path)
+    except (OSError, ValueError):
+        return False
+    if previous.get("files") != file_info or previous.get("params") != params:
+        return False
+    return _hash_files(raw) == file_info  # raw/ itself may have been edited since (it is a dependency)
+
+
 def _clean_leftovers(out_dir: Path) -> None:
     """Remove temp folders of interrupted runs (whose process is gone)."""
     for p in out_dir.glob(".raw.*-*"):
@@ -331,11 +344,19 @@ def acquire(comp: str, source: str, *, force: bool = False, seed: int = config.S
         file_info = _hash_files(tmp)
         checksums = _verify_checksums(path, file_info)
 
+        if _same_content(manifest_path, raw, file_info, params):
+            # A fresh copy of the same files (a re-created data folder, a re-downloaded archive) has new
+            # mtimes only: keeping the old raw/ keeps its fingerprint, so the features and the trained
+            # models built from it stay up to date instead of being rebuilt from identical data.
+            log.info("data %s/%s: same files as the last import (sha256 of all %d); raw/ kept as it was", comp,
+                     label, len(file_info))
+            shutil.rmtree(tmp, ignore_errors=True)
         old = None
-        if raw.exists():
+        if raw.exists() and tmp.exists():
             old = out_dir / f".raw.old-{os.getpid()}"
             os.replace(raw, old)
-        os.replace(tmp, raw)
+        if tmp.exists():
+            os.replace(tmp, raw)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except OSError as exc:
