@@ -38,6 +38,9 @@ COMPETITIONS = {
 }
 
 SEED = 42
+# Keras fits write their resumable checkpoint at most this often (seconds), and when training ends
+# (pipelines/common/checkpoint.py); --checkpoint-every on the train stage overrides it.
+CHECKPOINT_EVERY_S = 60.0
 N_FOLDS = 5
 
 

@@ -84,9 +84,10 @@ keras = pytest.importorskip("keras")
 from pipelines.cervix.models import cnn  # noqa: E402  (imports Keras)
 
 
-def _net(arch, x, y, tmp_path, **opts):
+def _net(arch, x, y, tmp_path, checkpoint_every_s=0, **opts):
     options = cnn.NetOptions(**{"epochs": 1, "batch_size": 8, "tta": 2, "weights": "none", "patience": 3, **opts})
-    return cnn.KerasImageModel(arch, x, y, x[:3], options, x.shape[1], verbose=0)
+    return cnn.KerasImageModel(arch, x, y, x[:3], options, x.shape[1], verbose=0,
+                               checkpoint_every_s=checkpoint_every_s)
 
 
 def test_small_cnn_trains_through_the_stage(sample_features):
@@ -121,6 +122,31 @@ def test_fold_checkpoint_resumes_mid_fold(tmp_path):
     assert second.history["loss"][0] == pytest.approx(first.history["loss"][0])  # epoch 1 was not redone
     assert read_json(tmp_path / "train_state.json")["epochs_done"] == 2
     assert second.predict_valid(model, valid_idx).shape == (len(valid_idx), 3)
+
+
+def test_fold_checkpoint_by_the_clock_and_when_training_ends(tmp_path, monkeypatch):
+    from pipelines.common.checkpoint import CheckpointClock
+
+    x, y = tiny_images(n_per_class=4, size=32)
+    train_idx, valid_idx = _fold_split(y)
+    writes = []
+    real_written = CheckpointClock.written
+    monkeypatch.setattr(CheckpointClock, "written", lambda self: (writes.append(1), real_written(self)))
+    model_obj = _net("small_cnn", x, y, tmp_path, checkpoint_every_s=3600, epochs=3, width=8, patience=10)
+    model = model_obj.fit(0, train_idx, valid_idx, tmp_path)
+    state = read_json(tmp_path / "train_state.json")
+    assert len(writes) == 1 and state["epochs_done"] == 3  # the clock never came due: one write, at the end
+    # the fold ends on the best epoch's weights, kept in memory until that write
+    best = cnn.load_fold_model(tmp_path / "checkpoint.keras")
+    best.load_weights(tmp_path / "best.weights.h5")
+    for a, b in zip(best.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert state["best_val_loss"] == pytest.approx(min(model_obj.history["val_loss"]))
+    writes.clear()
+    every_epoch = _net("small_cnn", x, y, tmp_path / "e", checkpoint_every_s=0, epochs=2, width=8, patience=10)
+    (tmp_path / "e").mkdir()
+    every_epoch.fit(0, train_idx, valid_idx, tmp_path / "e")
+    assert len(writes) == 2
 
 
 @pytest.mark.parametrize("arch", ["vgg16", "resnet50"])

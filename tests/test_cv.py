@@ -157,3 +157,20 @@ def test_multiclass_columns_and_learning_curves(tmp_path):
     history = json.loads((tmp_path / "m" / "history.json").read_text())
     assert set(history) == {"0", "1", "2"} and history["1"]["loss"] == [0.9, 0.5]
     assert (tmp_path / "m" / "learning_curve.png").stat().st_size > 1000
+
+
+def test_checkpoint_clock():
+    from pipelines import config
+    from pipelines.common.checkpoint import CheckpointClock
+
+    now = [100.0]
+    clock = CheckpointClock(60, clock=lambda: now[0])
+    assert not clock.due()
+    now[0] = 159.9
+    assert not clock.due()
+    now[0] = 160.0
+    assert clock.due()
+    clock.written()
+    assert not clock.due()
+    assert CheckpointClock(0, clock=lambda: now[0]).due()  # 0: every epoch
+    assert CheckpointClock().interval_s == config.CHECKPOINT_EVERY_S

@@ -134,8 +134,8 @@ def test_siamese_resumes_from_its_epoch_checkpoint(nn_features, tmp_path, monkey
         return stopper, checkpoint
 
     monkeypatch.setattr(siamese, "_callbacks", interrupted_after_first_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        _siamese(data, with_features=False).fit(0, train_idx, valid_idx, fold_dir)
+    with pytest.raises(KeyboardInterrupt):  # checkpoint_every_s=0: a checkpoint after every epoch
+        _siamese(data, with_features=False, checkpoint_every_s=0).fit(0, train_idx, valid_idx, fold_dir)
     state = json.loads((fold_dir / siamese.STATE_FILE).read_text())
     assert state["epoch"] == 1 and (fold_dir / state["checkpoint"]).exists()
     first_epoch_loss = state["history"]["loss"][0]
@@ -245,3 +245,29 @@ def test_lgbm_predicts_the_test_set_block_by_block(features, monkeypatch):
     assert len(data.ids_test) % 7 and len(list(blocks._design_blocks("test"))) == -(-len(data.ids_test) // 7)
     assert (blocks.x_train != whole.x_train).nnz == 0
     assert np.array_equal(blocks.predict_test(booster), expected)
+
+
+def test_siamese_checkpoints_by_the_clock_and_when_training_ends(nn_features, tmp_path, monkeypatch):
+    from pipelines.common.checkpoint import CheckpointClock
+    from pipelines.quora.models import QuoraFeatures
+    from pipelines.quora.models import siamese
+
+    data = QuoraFeatures(nn_features)
+    train_idx, valid_idx = np.flatnonzero(data.folds != 0), np.flatnonzero(data.folds == 0)
+    writes = []
+    real_written = CheckpointClock.written
+    monkeypatch.setattr(CheckpointClock, "written", lambda self: (writes.append(1), real_written(self)))
+    fold_dir = tmp_path / "fold_0"
+    fold_dir.mkdir()
+    model = _siamese(data, epochs=3, checkpoint_every_s=3600)
+    fitted = model.fit(0, train_idx, valid_idx, fold_dir)
+    state = json.loads((fold_dir / siamese.STATE_FILE).read_text())
+    assert len(writes) == 1 and state["epoch"] == 3  # the clock never came due: one write, at the end
+    assert sorted(p.name for p in fold_dir.glob("*.keras")) == ["epoch_3.keras"]
+    best = state["best_epoch"]
+    assert state["best_weights"] == f"best_{best + 1}.weights.h5" and len(model.history["loss"]) == 3
+    # the best weights on disk are those the fit ended with (EarlyStopping restored the best epoch)
+    reloaded = model.new_keras_model(model.n_features)
+    reloaded.load_weights(fold_dir / state["best_weights"])
+    for a, b in zip(reloaded.get_weights(), fitted.model.get_weights()):
+        np.testing.assert_array_equal(a, b)

@@ -57,6 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--image-size", type=int, default=None,
                    help="must equal the features stage's --image-size (default: take the features' size)")
     g.add_argument("--no-resume", action="store_true", help="retrain every fold from scratch")
+    g.add_argument("--checkpoint-every", type=float, default=None, metavar="SECONDS",
+                   help=f"seconds between the resumable checkpoints of a network's fit (default {config.CHECKPOINT_EVERY_S:.0f}; 0: after every epoch); one is always written when training ends")
     n = parser.add_argument_group("cervix networks (small_cnn, mobilenet_v2, vgg16, resnet50)")
     n.add_argument("--epochs", type=int, default=None,
                    help=f"maximum epochs per fold (default {DEFAULT_EPOCHS}; {SAMPLE_EPOCHS} on the sample)")
@@ -151,7 +153,8 @@ def train_models(args: argparse.Namespace) -> dict[str, dict]:
     for name, weights in models_to_train(args, tensors.image_size):
         bow = BowSvmOptions(n_words=args.n_words, svm_c=args.svm_c, seed=args.seed)
         net = net_options(args, name, weights) if name != "bow_svm" else None
-        model = make_model(name, tensors.x_train, tensors.y, x_test, tensors.image_size, bow=bow, net=net)
+        model = make_model(name, tensors.x_train, tensors.y, x_test, tensors.image_size, bow=bow, net=net,
+                           checkpoint_every_s=args.checkpoint_every)
         out_dir = config.model_dir("cervix", args.source, name)
         log.info("%s: %d-fold CV on %d images at %d px -> %s", name, int(tensors.folds.max()) + 1,
                  len(tensors.y), tensors.image_size, out_dir)

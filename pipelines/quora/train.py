@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="all", choices=[*MODELS, "all"],
                         help="model to train, or 'all' for every model in order (default: all)")
     parser.add_argument("--no-resume", action="store_true", help="refit every fold, ignoring earlier checkpoints")
+    parser.add_argument("--checkpoint-every", type=float, default=None, metavar="SECONDS",
+                        help=f"seconds between the resumable checkpoints of a network's fit (default {config.CHECKPOINT_EVERY_S:.0f}; 0: after every epoch); one is always written when training ends")
     bow = parser.add_argument_group("bag-of-words models (bow_svm, bow_lr)")
     bow.add_argument("--bow-C", type=float, default=None,
                      help="inverse regularisation strength (default: 1.0 for bow_lr, 0.1 for bow_svm)")
@@ -93,7 +95,7 @@ def build_model(name: str, data: QuoraFeatures, args: argparse.Namespace):
                             patience=args.patience, bidirectional=args.bidirectional, fine_tune=args.fine_tune,
                             with_features=args.with_features, dense=args.dense, dropout=args.dropout,
                             learning_rate=args.learning_rate, pooling=args.pooling, execution=args.execution,
-                            seed=args.seed)
+                            seed=args.seed, checkpoint_every_s=args.checkpoint_every)
     raise ValueError(f"unknown model {name!r}; use one of {', '.join(MODELS)}")
 
 

@@ -17,14 +17,15 @@ MODEL_NAMES = ("bow_svm",) + NETWORKS
 
 
 def make_model(name: str, x_train, y, x_test, image_size: int, bow: BowSvmOptions | None = None, net=None,
-               verbose: int = 2):
+               verbose: int = 2, checkpoint_every_s: float | None = None):
     """The CV model object for ``name``; ``net`` is a cnn.NetOptions for the networks."""
     if name == "bow_svm":
         return BowSvmModel(x_train, y, x_test, bow or BowSvmOptions())
     if name in NETWORKS:
         from pipelines.cervix.models.cnn import KerasImageModel, NetOptions
 
-        return KerasImageModel(name, x_train, y, x_test, net or NetOptions(), image_size, verbose=verbose)
+        return KerasImageModel(name, x_train, y, x_test, net or NetOptions(), image_size, verbose=verbose,
+                               checkpoint_every_s=checkpoint_every_s)
     raise ValueError(f"unknown cervix model {name!r}; use one of {', '.join(MODEL_NAMES)}")
 
 

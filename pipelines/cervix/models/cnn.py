@@ -15,9 +15,10 @@ Training, per fold (``KerasImageModel.fit``):
   (``--lr-schedule``; the few head-only epochs keep lr);
 * early stopping on the fold's valid part (``patience`` epochs without a better val_loss ends the
   phase), and the best epoch's weights restored at the end;
-* checkpoints in fold_dir after every epoch: ``checkpoint.keras`` (model + optimizer state),
-  ``best.weights.h5`` and ``train_state.json`` (phase, epochs done, best val_loss, history). A fit
-  interrupted mid-fold resumes from the last finished epoch, with its early-stopping state.
+* checkpoints in fold_dir: ``checkpoint.keras`` (model + optimizer state), ``best.weights.h5`` and
+  ``train_state.json`` (phase, epochs done, best val_loss, history), written at most every
+  ``--checkpoint-every`` seconds (default 60; pipelines/common/checkpoint.py) and when a phase ends.
+  A fit interrupted mid-fold resumes from the last checkpointed epoch, with its early-stopping state.
 
 Keras and TensorFlow are imported on first use of this module (``train.py`` imports it lazily).
 """
@@ -37,6 +38,7 @@ import numpy as np
 
 from pipelines import config
 from pipelines.cervix.models.augment import _augment_class, augmentation_layers, predict_tta
+from pipelines.common.checkpoint import CheckpointClock
 from pipelines.common.io import atomic_path, read_json, write_json
 from pipelines.common.log import StageError
 
@@ -362,11 +364,18 @@ def fold_files(fold_dir: Path) -> dict[str, Path]:
             "state": fold_dir / "train_state.json"}
 
 
-def make_checkpoint_callback(state: TrainState, files: dict[str, Path], patience: int):
+def make_checkpoint_callback(state: TrainState, files: dict[str, Path], patience: int, clock: CheckpointClock):
     import keras
 
     class FoldCheckpoint(keras.callbacks.Callback):
-        """Save model, best weights and state after every epoch; stop the phase after ``patience``."""
+        """Track early stopping every epoch (the best weights in memory) and write the checkpoint,
+        best weights and state when ``clock`` says so and when the phase ends; stop the phase after
+        ``patience`` epochs without a better val_loss."""
+
+        def __init__(self):
+            super().__init__()
+            self.best_weights = None  # the best epoch's weights not yet on disk
+            self.unsaved = False
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
@@ -376,8 +385,7 @@ def make_checkpoint_callback(state: TrainState, files: dict[str, Path], patience
             state.epochs_done = epoch + 1
             if val_loss < state.best_val_loss:
                 state.best_val_loss, state.best_epoch, state.wait = val_loss, epoch, 0
-                with atomic_path(files["best"], suffix=".weights.h5") as tmp:
-                    self.model.save_weights(tmp)
+                self.best_weights = self.model.get_weights()
             else:
                 state.wait += 1
                 if state.wait >= patience:
@@ -385,9 +393,29 @@ def make_checkpoint_callback(state: TrainState, files: dict[str, Path], patience
                     state.phase_finished = True
                     log.info("early stop: no better val_loss for %d epochs (best %.4f at epoch %d)", patience,
                              state.best_val_loss, state.best_epoch + 1)
+            self.unsaved = True
+            if clock.due():
+                self.write()
+
+        def on_train_end(self, logs=None):
+            if self.unsaved:
+                self.write()
+
+        def write(self):
+            """Best weights, then the checkpoint, then the state naming them (an interruption in
+            between leaves the previous state, which names complete files)."""
+            if self.best_weights is not None:
+                current = self.model.get_weights()
+                self.model.set_weights(self.best_weights)
+                with atomic_path(files["best"], suffix=".weights.h5") as tmp:
+                    self.model.save_weights(tmp)
+                self.model.set_weights(current)
+                self.best_weights = None
             with atomic_path(files["checkpoint"], suffix=".keras") as tmp:
                 self.model.save(tmp)
             state.save(files["state"])
+            clock.written()
+            self.unsaved = False
 
     return FoldCheckpoint()
 
@@ -400,12 +428,14 @@ class KerasImageModel:
     """CV model (see pipelines.common.cv.CVModel) for one architecture over the cervix tensors."""
 
     def __init__(self, arch: str, x_train: np.ndarray, y: np.ndarray, x_test: np.ndarray | None, opts: NetOptions,
-                 image_size: int, verbose: int = 2):
+                 image_size: int, verbose: int = 2, checkpoint_every_s: float | None = None):
         if arch not in ARCHITECTURES:
             raise ValueError(f"unknown architecture {arch!r}")
         self.name = arch
         self.x_train, self.y, self.x_test = x_train, np.asarray(y, dtype=np.int64), x_test
         self.opts, self.image_size, self.verbose = opts, image_size, verbose
+        # how often a fit writes its checkpoint: not a parameter of the model (results do not depend on it)
+        self.checkpoint_every_s = checkpoint_every_s
         self.weights = resolve_weights(arch, opts.weights, image_size, opts.alpha)
         self.params = {**opts.params(arch), "image_size": image_size}
         self.history: dict = {}
@@ -430,6 +460,7 @@ class KerasImageModel:
 
         model, backbone = self.build()
         state = TrainState()
+        clock = CheckpointClock(self.checkpoint_every_s)
         resumed_model = files["state"].exists() and files["checkpoint"].exists()
         if resumed_model:
             state = TrainState.load(files["state"])
@@ -457,7 +488,7 @@ class KerasImageModel:
                 lambda epoch, _lr, phase=phase: phase_lr(phase, epoch, self.opts.lr_schedule))
             model.fit(x_tr, y_tr, validation_data=(x_va, y_va), batch_size=self.opts.batch_size,
                       epochs=phase.end_epoch, initial_epoch=state.epochs_done, class_weight=class_weight,
-                      callbacks=[schedule, make_checkpoint_callback(state, files, self.opts.patience)],
+                      callbacks=[schedule, make_checkpoint_callback(state, files, self.opts.patience, clock)],
                       verbose=self.verbose, shuffle=True)
         if files["best"].exists():
             model.load_weights(files["best"])

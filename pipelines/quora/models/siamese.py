@@ -15,9 +15,11 @@ number twice; the network trains and predicts each pair once. (Until this was no
 both, doubling training and test-prediction time.) Early stopping watches the fold's validation
 part and restores the best weights.
 
-Resuming inside a fold: after every epoch the model (with its optimizer state) is saved as
-``fold_dir/epoch_<e>.keras``, the best weights so far as ``best_<e>.weights.h5``, and then
-``train_state.json`` (epochs done, early-stopping state, history so far), which names them.
+Resuming inside a fold: at most every ``--checkpoint-every`` seconds (default 60;
+pipelines/common/checkpoint.py), when early stopping ends the fit and after its last epoch, the
+model (with its optimizer state) is saved as ``fold_dir/epoch_<e>.keras``, the best weights so far
+as ``best_<e>.weights.h5``, and then ``train_state.json`` (epochs done, early-stopping state,
+history so far), which names them.
 The state file is written last, so it only ever names complete checkpoints. A re-run of the fold
 loads the checkpoint and continues at the next epoch with the early-stopping state it had.
 
@@ -38,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipelines.common.checkpoint import CheckpointClock
 from pipelines.common.io import atomic_path, read_json, write_json
 from pipelines.quora.models import QuoraFeatures
 
@@ -201,9 +204,11 @@ class FittedSiamese:
     resumed_from_epoch: int = 0
 
 
-def _callbacks(fold_dir: Path, patience: int, state: dict | None):
-    """Early stopping (resumable) and the per-epoch checkpoint, sharing the early-stopping state."""
+def _callbacks(fold_dir: Path, patience: int, state: dict | None, clock: CheckpointClock | None = None):
+    """Early stopping (resumable) and the checkpoint (written when ``clock`` says so and when
+    training ends), sharing the early-stopping state."""
     keras, _ = keras_modules()
+    clock = clock or CheckpointClock()
 
     class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         """Keras' EarlyStopping that starts from a saved state instead of from scratch."""
@@ -223,24 +228,44 @@ def _callbacks(fold_dir: Path, patience: int, state: dict | None):
             self.stopper = stopper
             self.history_so_far = {k: list(v) for k, v in history.items()}
             self.best_file = state.get("best_weights") if state else None
+            self.best_on_disk = state.get("best_epoch") if state else None
+            self.pending = None  # the last finished epoch, not yet checkpointed
 
         def on_epoch_end(self, epoch, logs=None):
             for key, value in (logs or {}).items():
                 self.history_so_far.setdefault(key, []).append(float(value))
+            self.pending = epoch
+            if clock.due() or self.model.stop_training:
+                self.write(epoch)
+
+        def on_train_end(self, logs=None):
+            # EarlyStopping (first in the callback list) may have restored the best weights into the
+            # model by now; a fold that ended is resumed only for its best weights, so that is harmless.
+            if self.pending is not None:
+                self.write(self.pending)
+
+        def write(self, epoch: int):
             old = read_json(fold_dir / STATE_FILE) if (fold_dir / STATE_FILE).exists() else {}
             ckpt = f"epoch_{epoch + 1}.keras"
             with atomic_path(fold_dir / ckpt, suffix=".keras") as tmp:
                 self.model.save(tmp)
-            if self.stopper.best_epoch == epoch and self.stopper.best is not None:
-                self.best_file = f"best_{epoch + 1}.weights.h5"
+            best_epoch = self.stopper.best_epoch
+            if self.stopper.best is not None and self.stopper.best_weights is not None and best_epoch != self.best_on_disk:
+                self.best_file = f"best_{best_epoch + 1}.weights.h5"
+                current = self.model.get_weights()
+                self.model.set_weights(self.stopper.best_weights)
                 with atomic_path(fold_dir / self.best_file, suffix=".weights.h5") as tmp:
                     self.model.save_weights(tmp)
+                self.model.set_weights(current)
+                self.best_on_disk = best_epoch
             write_json(fold_dir / STATE_FILE, {
                 "epoch": epoch + 1, "checkpoint": ckpt, "best_weights": self.best_file,
                 "best": None if self.stopper.best is None else float(self.stopper.best),
-                "best_epoch": int(self.stopper.best_epoch), "wait": int(self.stopper.wait),
+                "best_epoch": int(best_epoch), "wait": int(self.stopper.wait),
                 "stopped": bool(self.model.stop_training), "history": self.history_so_far,
             })
+            clock.written()
+            self.pending = None
             # Only now are the older files unreferenced.
             for name in (old.get("checkpoint"), old.get("best_weights")):
                 if name and name not in (ckpt, self.best_file):
@@ -256,7 +281,7 @@ class SiameseModel:
                  units: int = 64, patience: int = 4, bidirectional: bool = False, fine_tune: bool = False,
                  with_features: bool = True, dense: int = 64, dropout: float = 0.2,
                  learning_rate: float = 1e-3, pooling: str = "max", execution: str = "auto", seed: int = 42,
-                 verbose: int = 2):
+                 verbose: int = 2, checkpoint_every_s: float | None = None):
         if rnn not in ("lstm", "gru"):
             raise ValueError(f"unknown encoder {rnn!r}")
         if pooling not in ("last", "max"):
@@ -271,6 +296,8 @@ class SiameseModel:
                        "dropout": float(dropout), "learning_rate": float(learning_rate), "pooling": pooling, "execution": execution, "seed": int(seed),
                        "order_invariant": True, "deterministic_ops": True}
         self.verbose = verbose
+        # how often a fit writes its checkpoint: not a parameter (the results do not depend on it)
+        self.checkpoint_every_s = checkpoint_every_s
         self.history: dict = {}
         self._feats = {}
 
@@ -354,7 +381,8 @@ class SiameseModel:
             self.history = state["history"]
             return fitted
 
-        stopper, checkpoint = _callbacks(fold_dir, self.params["patience"], state)
+        stopper, checkpoint = _callbacks(fold_dir, self.params["patience"], state,
+                                         CheckpointClock(self.checkpoint_every_s))
         x_train, y_train, x_valid, y_valid = self.training_arrays(train_idx, valid_idx, fitted)
         model.fit(x_train, y_train, validation_data=(x_valid, y_valid), epochs=self.params["epochs"],
                   initial_epoch=initial_epoch, batch_size=self.params["batch_size"], shuffle=True,
