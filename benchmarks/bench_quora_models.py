@@ -15,7 +15,7 @@ SVM, and the blend's target (CV log loss <= 0.365).
 
 (2) Siamese throughput (same run, section ``quora-siamese-throughput``): training pairs per second
 of fold 1 fitted through the pipeline (``SiameseModel.fit``: array preparation,
-per-epoch checkpoints, resumable early stopping) next to a plain ``model.fit`` of the same Keras
+checkpoints every 60 s and at the end, resumable early stopping) next to a plain ``model.fit`` of the same Keras
 model on the same prepared arrays; same epochs (patience > epochs, so both run all of them).
 
 (3) ``--scale kaggle``: every model on the Kaggle-size features built by
@@ -286,8 +286,8 @@ def throughput(features_dir: Path, epochs: int, model_name: str = "siamese_lstm"
             f"every epoch in both; the two alternate, best of {repeats}. All wall times: {runs}. 1-minute load "
             f"average {load_before:.1f} before, {load_after:.1f} after (2 cores shared with other work).")
     verdict = (f"Pipeline overhead: **{overhead * 100:+.1f}%** wall, **{overhead_cpu * 100:+.1f}%** CPU (limit +10%; "
-               "the pipeline's figure includes building the arrays and an epoch "
-               "checkpoint (.keras + best weights + state) every epoch).")
+               "the pipeline's figure includes building the arrays and its checkpoints (.keras + best weights + "
+               f"state; at most every {config.CHECKPOINT_EVERY_S:.0f} s and when training ends).")
     return head + "\n\n" + "\n".join(lines) + "\n\n" + verdict + "\n"
 
 

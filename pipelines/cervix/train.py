@@ -58,7 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="must equal the features stage's --image-size (default: take the features' size)")
     g.add_argument("--no-resume", action="store_true", help="retrain every fold from scratch")
     g.add_argument("--checkpoint-every", type=float, default=None, metavar="SECONDS",
-                   help=f"seconds between the resumable checkpoints of a network's fit (default {config.CHECKPOINT_EVERY_S:.0f}; 0: after every epoch); one is always written when training ends")
+                   help=f"seconds between the resumable checkpoints of a network's fit (default "
+                        f"{config.CHECKPOINT_EVERY_S:.0f}; 0: after every epoch); one is always written when "
+                        "training ends")
     n = parser.add_argument_group("cervix networks (small_cnn, mobilenet_v2, vgg16, resnet50)")
     n.add_argument("--epochs", type=int, default=None,
                    help=f"maximum epochs per fold (default {DEFAULT_EPOCHS}; {SAMPLE_EPOCHS} on the sample)")

@@ -31,7 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model to train, or 'all' for every model in order (default: all)")
     parser.add_argument("--no-resume", action="store_true", help="refit every fold, ignoring earlier checkpoints")
     parser.add_argument("--checkpoint-every", type=float, default=None, metavar="SECONDS",
-                        help=f"seconds between the resumable checkpoints of a network's fit (default {config.CHECKPOINT_EVERY_S:.0f}; 0: after every epoch); one is always written when training ends")
+                        help=f"seconds between the resumable checkpoints of a network's fit (default "
+                             f"{config.CHECKPOINT_EVERY_S:.0f}; 0: after every epoch); one is always written when "
+                             "training ends")
     bow = parser.add_argument_group("bag-of-words models (bow_svm, bow_lr)")
     bow.add_argument("--bow-C", type=float, default=None,
                      help="inverse regularisation strength (default: 1.0 for bow_lr, 0.1 for bow_svm)")

@@ -333,7 +333,7 @@ def balanced_class_weight(y: np.ndarray) -> dict[int, float]:
 
 
 # ---------------------------------------------------------------------------------------------
-# per-epoch checkpoint with early stopping (both survive an interruption)
+# checkpoint by the clock, with early stopping (both survive an interruption)
 
 
 @dataclass
@@ -512,7 +512,7 @@ class KerasImageModel:
         return self._predict(model, self.x_test)
 
     def save(self, model, fold_dir: Path) -> None:
-        """Keep the final (best-epoch) model; drop the per-epoch checkpoint files."""
+        """Keep the final (best-epoch) model; drop the checkpoint files."""
         files = fold_files(fold_dir)
         with atomic_path(Path(fold_dir) / "model.keras", suffix=".keras") as tmp:
             model.save(tmp)
