@@ -250,7 +250,8 @@ def _callbacks(fold_dir: Path, patience: int, state: dict | None, clock: Checkpo
             with atomic_path(fold_dir / ckpt, suffix=".keras") as tmp:
                 self.model.save(tmp)
             best_epoch = self.stopper.best_epoch
-            if self.stopper.best is not None and self.stopper.best_weights is not None and best_epoch != self.best_on_disk:
+            has_best = self.stopper.best is not None and self.stopper.best_weights is not None
+            if has_best and best_epoch != self.best_on_disk:
                 self.best_file = f"best_{best_epoch + 1}.weights.h5"
                 current = self.model.get_weights()
                 self.model.set_weights(self.stopper.best_weights)
