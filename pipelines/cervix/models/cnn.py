@@ -402,8 +402,8 @@ def make_checkpoint_callback(state: TrainState, files: dict[str, Path], patience
                 self.write()
 
         def write(self):
-            """Best weights, then the checkpoint, then the state naming them (an interruption in
-            between leaves the previous state, which names complete files)."""
+            """Best weights, then the checkpoint, then the state (each file replaced atomically: an
+            interruption leaves whole files, the state of the previous write at worst)."""
             if self.best_weights is not None:
                 current = self.model.get_weights()
                 self.model.set_weights(self.best_weights)
