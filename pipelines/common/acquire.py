@@ -350,15 +350,14 @@ def acquire(comp: str, source: str, *, force: bool = False, seed: int = config.S
             # models built from it stay up to date instead of being rebuilt from identical data.
             log.info("data %s/%s: same files as the last import (sha256 of all %d); raw/ kept as it was", comp,
                      label, len(file_info))
-            shutil.rmtree(tmp, ignore_errors=True)
-        old = None
-        if raw.exists() and tmp.exists():
-            old = out_dir / f".raw.old-{os.getpid()}"
-            os.replace(raw, old)
-        if tmp.exists():
+        else:
+            old = None
+            if raw.exists():
+                old = out_dir / f".raw.old-{os.getpid()}"
+                os.replace(raw, old)
             os.replace(tmp, raw)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise StageError(f"disk full while writing {out_dir}: free some space (or set PIPELINES_ROOT to a "

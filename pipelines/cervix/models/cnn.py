@@ -38,7 +38,7 @@ import numpy as np
 
 from pipelines import config
 from pipelines.cervix.models.augment import _augment_class, augmentation_layers, predict_tta
-from pipelines.common.checkpoint import CheckpointClock
+from pipelines.common.checkpoint import CheckpointClock, save_weights_as
 from pipelines.common.io import atomic_path, read_json, write_json
 from pipelines.common.log import StageError
 
@@ -375,7 +375,6 @@ def make_checkpoint_callback(state: TrainState, files: dict[str, Path], patience
         def __init__(self):
             super().__init__()
             self.best_weights = None  # the best epoch's weights not yet on disk
-            self.unsaved = False
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
@@ -393,29 +392,23 @@ def make_checkpoint_callback(state: TrainState, files: dict[str, Path], patience
                     state.phase_finished = True
                     log.info("early stop: no better val_loss for %d epochs (best %.4f at epoch %d)", patience,
                              state.best_val_loss, state.best_epoch + 1)
-            self.unsaved = True
-            if clock.due():
+            if clock.epoch_finished(epoch):
                 self.write()
 
         def on_train_end(self, logs=None):
-            if self.unsaved:
+            if clock.pending is not None:
                 self.write()
 
         def write(self):
             """Best weights, then the checkpoint, then the state (each file replaced atomically: an
             interruption leaves whole files, the state of the previous write at worst)."""
             if self.best_weights is not None:
-                current = self.model.get_weights()
-                self.model.set_weights(self.best_weights)
-                with atomic_path(files["best"], suffix=".weights.h5") as tmp:
-                    self.model.save_weights(tmp)
-                self.model.set_weights(current)
+                save_weights_as(self.model, self.best_weights, files["best"])
                 self.best_weights = None
             with atomic_path(files["checkpoint"], suffix=".keras") as tmp:
                 self.model.save(tmp)
             state.save(files["state"])
             clock.written()
-            self.unsaved = False
 
     return FoldCheckpoint()
 

@@ -8,7 +8,7 @@
 q1/q2 order: swap augmentation exists to teach a network that the order of the two questions
 means nothing. Here that holds exactly, by construction: the encoder is shared, the merge is
 symmetric, and the pair features enter in an order-free form (each q1_*/q2_* column pair, e.g.
-q1_len_words/q2_len_words, becomes its min and max: ``symmetric_features``). A swapped pair is
+q1_len_words/q2_len_words, becomes its min and max: ``symmetric_plan``). A swapped pair is
 therefore the very same input, so training on both orders would only show every pair twice per
 epoch (twice the time, no new information) and predicting both orders would compute the same
 number twice; the network trains and predicts each pair once. (Until this was noticed it did
@@ -38,9 +38,8 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from pipelines.common.checkpoint import CheckpointClock
+from pipelines.common.checkpoint import CheckpointClock, save_weights_as
 from pipelines.common.io import atomic_path, read_json, write_json
 from pipelines.quora.models import QuoraFeatures
 
@@ -184,12 +183,6 @@ def symmetric_matrix(table) -> np.ndarray:
     return out
 
 
-def symmetric_features(frame: pd.DataFrame) -> pd.DataFrame:
-    """The pair features in their order-free form (the same for a pair and for its swap), named."""
-    return pd.DataFrame(symmetric_matrix(frame), columns=[name for name, *_ in symmetric_plan(frame.columns)],
-                        index=frame.index)
-
-
 def _pad_rows(x: np.ndarray, n: int) -> np.ndarray:
     out = np.zeros((n,) + x.shape[1:], dtype=x.dtype)
     out[: len(x)] = x
@@ -229,20 +222,19 @@ def _callbacks(fold_dir: Path, patience: int, state: dict | None, clock: Checkpo
             self.history_so_far = {k: list(v) for k, v in history.items()}
             self.best_file = state.get("best_weights") if state else None
             self.best_on_disk = state.get("best_epoch") if state else None
-            self.pending = None  # the last finished epoch, not yet checkpointed
 
         def on_epoch_end(self, epoch, logs=None):
             for key, value in (logs or {}).items():
                 self.history_so_far.setdefault(key, []).append(float(value))
-            self.pending = epoch
-            if clock.due() or self.model.stop_training:
+            # On an early stop, write now: EarlyStopping's on_train_end restores the best weights first.
+            if clock.epoch_finished(epoch) or self.model.stop_training:
                 self.write(epoch)
 
         def on_train_end(self, logs=None):
-            # EarlyStopping (first in the callback list) may have restored the best weights into the
-            # model by now; a fold that ended is resumed only for its best weights, so that is harmless.
-            if self.pending is not None:
-                self.write(self.pending)
+            # The model may hold the restored best weights by now; a fold that ended is resumed only
+            # for its best weights, so that is harmless.
+            if clock.pending is not None:
+                self.write(clock.pending)
 
         def write(self, epoch: int):
             old = read_json(fold_dir / STATE_FILE) if (fold_dir / STATE_FILE).exists() else {}
@@ -253,11 +245,7 @@ def _callbacks(fold_dir: Path, patience: int, state: dict | None, clock: Checkpo
             has_best = self.stopper.best is not None and self.stopper.best_weights is not None
             if has_best and best_epoch != self.best_on_disk:
                 self.best_file = f"best_{best_epoch + 1}.weights.h5"
-                current = self.model.get_weights()
-                self.model.set_weights(self.stopper.best_weights)
-                with atomic_path(fold_dir / self.best_file, suffix=".weights.h5") as tmp:
-                    self.model.save_weights(tmp)
-                self.model.set_weights(current)
+                save_weights_as(self.model, self.stopper.best_weights, fold_dir / self.best_file)
                 self.best_on_disk = best_epoch
             write_json(fold_dir / STATE_FILE, {
                 "epoch": epoch + 1, "checkpoint": ckpt, "best_weights": self.best_file,
@@ -266,7 +254,6 @@ def _callbacks(fold_dir: Path, patience: int, state: dict | None, clock: Checkpo
                 "stopped": bool(self.model.stop_training), "history": self.history_so_far,
             })
             clock.written()
-            self.pending = None
             # Only now are the older files unreferenced.
             for name in (old.get("checkpoint"), old.get("best_weights")):
                 if name and name not in (ckpt, self.best_file):
