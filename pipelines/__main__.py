@@ -55,6 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     except StageError as exc:
         logging.getLogger("pipelines").error("%s", exc)
         return 2
+    except OSError as exc:
+        from pipelines.common.io import disk_full_error, is_disk_full
+
+        if not is_disk_full(exc):
+            raise
+        # A write outside pipelines.common.io (a library's own file): still one line naming the file.
+        logging.getLogger("pipelines").error("%s", disk_full_error(exc.filename or config.ROOT, cleaned=False))
+        return 2
     except KeyboardInterrupt:
         logging.getLogger("pipelines").error("interrupted: finished outputs are kept, partial ones were discarded; "
                                              "run the same command again to resume")

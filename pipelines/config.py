@@ -10,7 +10,8 @@ Every stage reads and writes under these folders:
     reports/<comp>/<source>/           comparison table and plots
 
 <source> is a label: ``sample``, ``kaggle``, or ``local-<name>`` for a folder/archive the user
-downloaded by hand, so two sources never mix and the sample can never overwrite real data.
+downloaded by hand (``local-<name>-<hash>`` for a second path with the same folder name), so two
+sources never mix and the sample can never overwrite real data.
 """
 from __future__ import annotations
 
@@ -50,19 +51,84 @@ def check_comp(comp: str) -> str:
     return comp
 
 
-def source_label(source: str) -> str:
-    """Folder name of a data source: 'sample', 'kaggle', or 'local-<slug>' for a user's path."""
-    if source in ("sample", "kaggle"):
-        return source
-    if source.startswith("local-") and not os.path.exists(source):
-        return source  # already a label
-    name = Path(os.path.abspath(source)).name
+# Beside manifest.json in every data folder of a user's path: {"label", "path"}, so that a path finds its
+# folder again and a second path with the same folder name never shares it.
+SOURCE_FILE = "source.json"
+
+
+def local_path(source: str) -> str:
+    """The absolute path a user's --source names, as the data stage records it."""
+    return str(Path(source).expanduser().resolve())
+
+
+def path_slug(source: str) -> str:
+    name = Path(os.path.abspath(os.path.expanduser(source))).name
     for ext in (".tar.gz", ".zip", ".7z", ".gz", ".csv"):
         if name.lower().endswith(ext):
             name = name[: -len(ext)]
             break
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.").lower() or "data"
-    return f"local-{slug}"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.").lower() or "data"
+
+
+def label_owner(label: str) -> str | None:
+    """The path whose data lives in ``data/<comp>/<label>/`` (any competition), or None."""
+    import json
+
+    if not DATA_DIR.is_dir():
+        return None
+    for comp_dir in sorted(DATA_DIR.iterdir()):
+        folder = comp_dir / label
+        # source.json is small; manifest.json (which also records the path) can be megabytes: read only
+        # for data folders imported before source.json existed.
+        for name, key in ((SOURCE_FILE, "path"), ("manifest.json", "source_path")):
+            try:
+                with open(folder / name, encoding="utf-8") as f:
+                    owner = json.load(f).get(key)
+            except (OSError, ValueError, AttributeError):
+                continue
+            if owner:
+                return str(owner)
+    return None
+
+
+def labels_of_path(path: str) -> list[str]:
+    """Labels of the data folders (any competition) imported from ``path``."""
+    import json
+
+    found = []
+    for source_file in sorted(DATA_DIR.glob(f"*/local-*/{SOURCE_FILE}")) if DATA_DIR.is_dir() else []:
+        try:
+            with open(source_file, encoding="utf-8") as f:
+                if json.load(f).get("path") == path:
+                    found.append(source_file.parent.name)
+        except (OSError, ValueError, AttributeError):
+            continue
+    return found
+
+
+def source_label(source: str) -> str:
+    """Folder name of a data source: 'sample', 'kaggle', or 'local-<slug>' for a user's path.
+
+    Two different paths never share a folder: the first path imported with a folder name keeps
+    ``local-<name>`` (so existing labels stay valid); another path with the same name gets
+    ``local-<name>-<8 hex digits of its absolute path's sha256>``. A path already imported finds its
+    folder through the ``source.json`` the data stage writes beside the manifest.
+    """
+    if source in ("sample", "kaggle"):
+        return source
+    if source.startswith("local-") and not os.path.exists(source):
+        return source  # already a label
+    import hashlib
+
+    path = local_path(source)
+    known = labels_of_path(path)
+    base = f"local-{path_slug(source)}"
+    if known:
+        return base if base in known else known[0]
+    owner = label_owner(base)
+    if owner is None or owner == path:
+        return base
+    return f"{base}-{hashlib.sha256(path.encode('utf-8')).hexdigest()[:8]}"
 
 
 def source_dir(comp: str, source: str) -> Path:

@@ -229,7 +229,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _validate(mod: ModuleType, root: Path, comp: str, source: str, seen: set[str]) -> dict:
+def _validate(mod: ModuleType, root: Path, comp: str, source: str, seen: set[str], shown: str | None = None) -> dict:
+    """``mod.validate(root)``; its messages name ``shown`` (what the user gave) instead of the temp folder
+    ``root``, which is deleted when the stage stops."""
     try:
         return mod.validate(root)
     except StageError as exc:
@@ -237,6 +239,9 @@ def _validate(mod: ModuleType, root: Path, comp: str, source: str, seen: set[str
         if comp_module(other).looks_like(seen) and not mod.looks_like(seen):
             raise StageError(f"{source} looks like the {other} competition's data, not {comp}'s: "
                              f"use --comp {other} (make data COMP={other} SOURCE=...)") from exc
+        message = str(exc)
+        if shown and str(root) in message:
+            raise type(exc)(message.replace(str(root), shown)) from exc
         raise
 
 
@@ -299,6 +304,10 @@ def acquire(comp: str, source: str, *, force: bool = False, seed: int = config.S
         print("\n".join(summary(manifest, mod)))
         return manifest
     log.info("data %s/%s: %s", comp, label, "forced" if force else stage.why_stale())
+    if kind == "local" and label != f"local-{config.path_slug(source)}":
+        log.info("data/%s/local-%s holds %s: %s gets its own folder, %s (use SOURCE=%s or SOURCE=%s later)",
+                 comp, config.path_slug(source), config.label_owner(f"local-{config.path_slug(source)}"), path,
+                 label, source, label)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     _clean_leftovers(out_dir)
@@ -340,7 +349,7 @@ def acquire(comp: str, source: str, *, force: bool = False, seed: int = config.S
         seen |= _names_under(tmp)
         if kind == "local":
             _prune(tmp, mod)
-        report = _validate(mod, tmp, comp, source, seen)
+        report = _validate(mod, tmp, comp, source, seen, shown=str(path) if path else _display(raw))
         file_info = _hash_files(tmp)
         checksums = _verify_checksums(path, file_info)
 
@@ -384,6 +393,7 @@ def acquire(comp: str, source: str, *, force: bool = False, seed: int = config.S
         "comp": comp,
         "competition": config.COMPETITIONS[comp],
         "source": label,
+        "label": label,
         "source_kind": kind,
         "source_path": str(path) if path else None,
         "params": params,
@@ -398,6 +408,8 @@ def acquire(comp: str, source: str, *, force: bool = False, seed: int = config.S
         "warnings": warnings,
     }
     write_json(manifest_path, manifest)
+    if kind == "local":  # how later stages given the same path find this folder (config.source_label)
+        write_json(out_dir / config.SOURCE_FILE, {"label": label, "path": str(path)})
     stage.done({"manifest_sha256": sha256_file(manifest_path)})
     if kind == "kaggle":
         shutil.rmtree(downloads, ignore_errors=True)  # unpacked into raw/; the archives would double the disk use

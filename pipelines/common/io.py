@@ -5,29 +5,98 @@ An interrupted stage therefore never leaves a half-written file that looks compl
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
+from pipelines.common.log import StageError
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+# Writers that wrap the OS error in their own (pyarrow's ArrowIOError, h5py) often keep only its text.
+_DISK_FULL_TEXT = ("no space left on device", "disk quota exceeded", "errno 28", "errno 122")
+
+
+class DiskFullError(StageError):
+    """A write failed because the disk (or the user's quota) is full; nothing half-written is left."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True when ``exc`` (or an error it was raised from) is ENOSPC/EDQUOT, however a library wrapped it."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+            return True
+        if isinstance(exc, OSError) and any(t in str(exc).lower() for t in _DISK_FULL_TEXT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"  # pragma: no cover
+
+
+def free_bytes(path: str | os.PathLike) -> int | None:
+    """Free space of the file system holding ``path`` (its nearest existing parent), or None."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free
+    except OSError:
+        return None
+
+
+def disk_full_error(path: str | os.PathLike, needed: int | None = None, written: int | None = None,
+                    cleaned: bool = True) -> DiskFullError:
+    """One line naming the file being written and the space it needs beside the space that is free."""
+    free = free_bytes(path)
+    if needed:
+        need = f"{human_bytes(needed)} needed"
+    elif written:
+        need = f"more than the {human_bytes(written)} written when the disk filled needed"
+    else:
+        need = "space needed"
+    have = f", {human_bytes(free)} free" if free is not None else ""
+    kept = "; nothing half-written was kept" if cleaned else ""
+    return DiskFullError(f"disk full while writing {path} ({need}{have}){kept}: free some space (or set "
+                         f"PIPELINES_ROOT to a bigger disk) and run the same command again")
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, suffix: str | None = None, expected_bytes: int | None = None
+                ) -> Iterator[Path]:
     """Yield a temp path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
-    ``suffix`` keeps the extension for writers that insist on one (np.save, savez).
+    ``suffix`` keeps the extension for writers that insist on one (np.save, savez). A full disk
+    (ENOSPC/EDQUOT, whichever writer hit it) becomes ``DiskFullError`` naming ``path`` and the space
+    (``expected_bytes`` when the caller knows it); the temp file is removed in every failure.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = suffix if suffix is not None else "".join(path.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        suffix = suffix if suffix is not None else "".join(path.suffixes)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise disk_full_error(path, expected_bytes) from None
+        raise
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -35,14 +104,19 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         # mkstemp makes the file private (0600); outputs are ordinary files, readable like any other.
         os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as exc:
+        written = None
+        with contextlib.suppress(OSError):
+            written = tmp_path.stat().st_size
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if not isinstance(exc, StageError) and isinstance(exc, Exception) and is_disk_full(exc):
+            raise disk_full_error(path, expected_bytes, written) from None
         raise
 
 
 def write_bytes(path, data: bytes) -> Path:
-    with atomic_path(path) as tmp:
+    with atomic_path(path, expected_bytes=len(data)) as tmp:
         tmp.write_bytes(data)
     return Path(path)
 
@@ -73,13 +147,14 @@ def read_json(path) -> Any:
 
 
 def save_npy(path, array: np.ndarray) -> Path:
-    with atomic_path(path, suffix=".npy") as tmp:
+    with atomic_path(path, suffix=".npy", expected_bytes=int(np.asarray(array).nbytes)) as tmp:
         np.save(tmp, array, allow_pickle=False)
     return Path(path)
 
 
 def save_npz(path, **arrays) -> Path:
-    with atomic_path(path, suffix=".npz") as tmp:
+    size = sum(int(np.asarray(a).nbytes) for a in arrays.values())
+    with atomic_path(path, suffix=".npz", expected_bytes=size) as tmp:
         np.savez(tmp, **arrays)
     return Path(path)
 
@@ -87,8 +162,10 @@ def save_npz(path, **arrays) -> Path:
 def save_sparse(path, matrix) -> Path:
     import scipy.sparse as sp
 
-    with atomic_path(path, suffix=".npz") as tmp:
-        sp.save_npz(tmp, matrix.tocsr(), compressed=False)
+    csr = matrix.tocsr()
+    size = int(csr.data.nbytes + csr.indices.nbytes + csr.indptr.nbytes)
+    with atomic_path(path, suffix=".npz", expected_bytes=size) as tmp:
+        sp.save_npz(tmp, csr, compressed=False)
     return Path(path)
 
 
