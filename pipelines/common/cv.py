@@ -5,13 +5,19 @@ the timing, the per-fold checkpoints (an interrupted run resumes at the fold it 
 metrics and the output format, so blending and comparison are generic:
 
     models/<comp>/<source>/<model>/
-        oof.parquet      id, fold, target, <pred columns>   one row per train row, every row once
+        oof.parquet      id, fold, target, <pred columns>   one row per validated train row, every row once
         test.parquet     id, <pred columns>                  fold models' test predictions averaged
         metrics.json     overall and per-fold log loss / AUC / accuracy, fit and predict seconds
         params.json      the model's parameters and seed
         run.json         run record (git, versions, inputs, times)
         history.json     per-fold learning curves (neural models)
         folds/fold_<k>.npz, folds/fold_<k>/   fold checkpoints and fitted fold models
+
+Fit-only rows: a train row whose fold id is -1 is never validated; it is in every fold's training
+part (extra data that must not move the CV score, e.g. cervix's additional images), and
+``fit_exclude`` (rows x folds, bool) can keep a row out of chosen folds' training parts (a
+near-duplicate of a row validated in fold k never trains fold k's model). OOF predictions, metrics
+and blends cover the validated rows only; without fit-only rows nothing changes.
 
 Prediction columns: binary tasks have one column (probability of the positive class, named by
 ``class_names[0]``, e.g. ``is_duplicate``); multi-class tasks one column per class
@@ -125,12 +131,13 @@ def pred_columns(df: pd.DataFrame) -> list[str]:
 def run_cv(model: CVModel, *, comp: str, source: str, out_dir: Path, y: np.ndarray, folds: np.ndarray,
            train_ids: np.ndarray, test_ids: np.ndarray | None, task: str, class_names: Sequence[str],
            seed: int, inputs: dict | None = None, resume: bool = True, only_folds: Sequence[int] | None = None,
-           progress: bool = True) -> dict:
+           progress: bool = True, fit_exclude: np.ndarray | None = None) -> dict:
     """Run K-fold CV of ``model`` and write its predictions, metrics and record into out_dir.
 
     Per-fold results are checkpointed to ``out_dir/folds/fold_<k>.npz``; with ``resume`` a fold
     whose checkpoint matches the current parameters is not fitted again.
     ``inputs`` (name -> fingerprint) is recorded so a later comparison can flag stale models.
+    Fold id -1 marks a fit-only row; ``fit_exclude[i, k]`` keeps row i out of fold k's training part.
     """
     out_dir = Path(out_dir)
     folds_dir = out_dir / "folds"
@@ -138,8 +145,11 @@ def run_cv(model: CVModel, *, comp: str, source: str, out_dir: Path, y: np.ndarr
     y = np.asarray(y)
     folds = np.asarray(folds)
     n_folds = int(folds.max()) + 1
-    cv_key = sha256_json({"params": model.params, "seed": seed, "folds": sha256_json(folds.tolist()),
-                          "inputs": inputs or {}})
+    exclude = check_fit_exclude(fit_exclude, len(folds), n_folds)
+    key = {"params": model.params, "seed": seed, "folds": sha256_json(folds.tolist()), "inputs": inputs or {}}
+    if exclude is not None:
+        key["fit_exclude"] = sha256_json(np.argwhere(exclude).tolist())
+    cv_key = sha256_json(key)
     state_path = folds_dir / "cv_state.json"
     if folds_dir.exists():
         stale = not resume or not state_path.exists() or read_json(state_path).get("key") != cv_key
@@ -155,7 +165,7 @@ def run_cv(model: CVModel, *, comp: str, source: str, out_dir: Path, y: np.ndarr
         if ckpt.exists():
             log.info("%s fold %d/%d: done in an earlier run, resuming after it", model.name, k + 1, n_folds)
             continue
-        train_idx = np.flatnonzero(folds != k)
+        train_idx = np.flatnonzero((folds != k) if exclude is None else (folds != k) & ~exclude[:, k])
         valid_idx = np.flatnonzero(folds == k)
         fold_dir = folds_dir / f"fold_{k}"
         fold_dir.mkdir(parents=True, exist_ok=True)
@@ -190,10 +200,21 @@ def run_cv(model: CVModel, *, comp: str, source: str, out_dir: Path, y: np.ndarr
                      started=started)
 
 
+def check_fit_exclude(fit_exclude, n_rows: int, n_folds: int) -> np.ndarray | None:
+    """``fit_exclude`` as a (rows, folds) bool array, or None when it excludes nothing."""
+    if fit_exclude is None:
+        return None
+    exclude = np.asarray(fit_exclude, dtype=bool)
+    if exclude.shape != (n_rows, n_folds):
+        raise ValueError(f"fit_exclude has shape {exclude.shape}; expected ({n_rows}, {n_folds}) (rows, folds)")
+    return exclude if exclude.any() else None
+
+
 def finish_cv(model, *, comp, source, out_dir, y, folds, train_ids, test_ids, task, class_names, seed, inputs,
               started) -> dict:
     out_dir = Path(out_dir)
     n_folds = int(folds.max()) + 1
+    validated = folds >= 0  # fold -1: fit-only rows, never predicted out of fold
     oof = None
     test_sum = None
     per_fold, fit_s, predict_s, histories = [], [], [], {}
@@ -209,8 +230,12 @@ def finish_cv(model, *, comp, source, out_dir, y, folds, train_ids, test_ids, ta
             predict_s.append(float(z["predict_s"]))
             histories[str(k)] = json.loads(str(z["history"]))
         per_fold.append(score(task, y[valid_idx], valid_pred))
-    if np.isnan(oof).any():
-        raise RuntimeError(f"{model.name}: out-of-fold predictions do not cover every train row")
+    if np.isnan(oof[validated]).any():
+        raise RuntimeError(f"{model.name}: out-of-fold predictions do not cover every validated train row")
+    n_fit_only = int((~validated).sum())
+    if n_fit_only:
+        oof, y, folds, train_ids = oof[validated], np.asarray(y)[validated], folds[validated], \
+            np.asarray(train_ids)[validated]
 
     oof_df = pred_frame(train_ids, oof, class_names)
     oof_df.insert(1, "fold", folds.astype(np.int16))
@@ -223,6 +248,7 @@ def finish_cv(model, *, comp, source, out_dir, y, folds, train_ids, test_ids, ta
     fold_ll = [f["log_loss"] for f in per_fold]
     metrics = {
         "model": model.name, "task": task, "n_train": int(len(y)), "n_folds": n_folds,
+        **({"n_fit_only": n_fit_only} if n_fit_only else {}),
         "n_test": int(len(test_ids)) if test_ids is not None else 0,
         **overall,
         "log_loss_mean": float(np.mean(fold_ll)), "log_loss_std": float(np.std(fold_ll)),
