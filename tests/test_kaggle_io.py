@@ -12,7 +12,7 @@ import pytest
 from data_helpers import (SECRET_KEY, SECRET_TOKEN, FakeKaggleApi, fake_credentials, http_error,  # noqa: F401
                           no_credentials, project)
 from pipelines import config
-from pipelines.common import kaggle_io
+from pipelines.common import kaggle_io, provenance
 from pipelines.common.log import StageError
 
 QUORA_SLUG = "quora-question-pairs"
@@ -108,6 +108,7 @@ def submission(tmp_path, project, monkeypatch):
     """A submission file, and a stand-in validator recording its calls (the real one lives in submission.py)."""
     path = tmp_path / "sub.csv"
     pd.DataFrame({"test_id": [0, 1], "is_duplicate": [0.2, 0.7]}).to_csv(path, index=False)
+    provenance.write_record(path, "quora", "kaggle")  # what `make blend` writes beside every CSV
     calls = []
 
     def validate_submission_file(comp, file, source):
@@ -160,6 +161,7 @@ def test_invalid_file_is_refused_before_upload(submission, tmp_path):
     _, calls = submission
     bad = tmp_path / "bad.csv"
     bad.write_text("id,x\n1,2\n")
+    provenance.write_record(bad, "quora", "kaggle")
     api = FakeKaggleApi()
     with pytest.raises(StageError, match="wrong columns"):
         kaggle_io.submit("quora", bad, "m", api=api, source="kaggle")
@@ -241,6 +243,7 @@ def test_submit_with_the_real_validator(project, tmp_path):
     sample = pd.read_csv(config.raw_dir("quora", "kaggle") / "sample_submission.csv")
     good = tmp_path / "good.csv"
     sample.assign(is_duplicate=0.37).to_csv(good, index=False)
+    provenance.write_record(good, "quora", "kaggle")
     api = FakeKaggleApi()
     assert kaggle_io.submit("quora", good, "ok", api=api, source="kaggle")["public_score"] == pytest.approx(0.31415)
     short = tmp_path / "short.csv"

@@ -43,7 +43,7 @@ from pipelines.cervix.crop import find_cervix_box
 from pipelines.common.cv import make_folds
 from pipelines.common.io import atomic_path, read_json, save_npy, write_json
 from pipelines.common.log import StageError
-from pipelines.common.stage import Stage
+from pipelines.common.stage import Stage, check_current
 
 log = logging.getLogger(__name__)
 
@@ -307,6 +307,7 @@ def load_tensors(source: str, image_size: int | None = None) -> Tensors:
     if not lock_path.exists():
         raise StageError(f"no cervix features for source {config.source_label(source)!r} ({out_dir}): "
                          f"run `make features COMP=cervix SOURCE={source}` first")
+    check_current(lock_path, f"make features COMP=cervix SOURCE={source}")  # damaged or out of date: one line
     built = int(read_json(lock_path)["params_used"]["image_size"])
     if image_size is not None and image_size != built:
         raise StageError(f"--image-size {image_size} does not match the features, built at {built} px: pass "

@@ -56,7 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(vgg16/resnet50 only by name)")
     g.add_argument("--image-size", type=int, default=None,
                    help="must equal the features stage's --image-size (default: take the features' size)")
-    g.add_argument("--no-resume", action="store_true", help="retrain every fold from scratch")
+    g.add_argument("--no-resume", "--force", dest="no_resume", action="store_true",
+                   help="retrain every fold from scratch")
     g.add_argument("--checkpoint-every", type=float, default=None, metavar="SECONDS",
                    help=f"seconds between the resumable checkpoints of a network's fit (default "
                         f"{config.CHECKPOINT_EVERY_S:.0f}; 0: after every epoch); one is always written when "

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines import config
+from pipelines.common.compare import stale_models, train_command
 from pipelines.common.cv import EPS, load_predictions, pred_columns, pred_frame, score
 from pipelines.common.io import read_json, sha256_file, sha256_json, write_json, write_parquet
 from pipelines.common.log import StageError
@@ -66,6 +67,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default=None,
                         help="submission file name (default: <source>-blend-<method>-<timestamp>)")
     parser.add_argument("--no-submission", action="store_true", help="fit and write the blend only")
+    parser.add_argument("--force", action="store_true",
+                        help="re-fit the blend and write a new submission even when both are up to date")
+    parser.add_argument("--allow-stale", action="store_true",
+                        help="blend runs trained on features or data that changed since (refused by default; "
+                             "recorded in the blend's run.json and the submission's record)")
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse to write a submission when test ids lack a prediction (default: fill them "
+                             "with the train class prior and list them in a warning and the submission's record)")
     for comp in config.COMPETITIONS:
         try:
             mod = competition_module(comp)
@@ -262,7 +271,7 @@ def blend_runs(data: dict, method: str, stack_C: float = 1.0) -> dict:
 
 
 def write_blend_run(out_dir: Path, data: dict, result: dict, comp: str, source: str, seed: int, started: str,
-                    inputs: dict) -> None:
+                    inputs: dict, stale_allowed: dict | None = None) -> None:
     """The blend as a model run in the CV engine's format."""
     classes = data["classes"]
     oof_df = pred_frame(data["ids"], task_pred(result["oof"]), classes)
@@ -272,7 +281,9 @@ def write_blend_run(out_dir: Path, data: dict, result: dict, comp: str, source: 
     write_parquet(out_dir / "test.parquet", pred_frame(data["test_ids"], task_pred(result["test"]), classes))
     write_json(out_dir / "metrics.json", result["metrics"])
     write_json(out_dir / "params.json", {"model": BLEND, "params": result["params"], "seed": seed})
-    write_json(out_dir / "run.json", run_record(comp, source, BLEND, result["params"], seed, started, inputs))
+    record = run_record(comp, source, BLEND, result["params"], seed, started, inputs)
+    record.update(allow_stale=bool(stale_allowed), stale_models=stale_allowed or {})
+    write_json(out_dir / "run.json", record)
 
 
 def report_table(metrics: dict) -> str:
@@ -296,22 +307,73 @@ def submission_name(source: str, method: str) -> str:
     return f"{config.source_label(source)}-blend-{method}-{stamp}"
 
 
-def write_blend_submission(args: argparse.Namespace, out_dir: Path) -> Path | None:
-    """The leaderboard CSV of the blend's test predictions, unless this exact one was already written."""
+def class_prior(oof: pd.DataFrame, classes: list[str]) -> np.ndarray:
+    """The train class prior in the prediction columns' layout: P(positive) for one column, else one
+    probability per class column (targets are class indices)."""
+    y = oof["target"].to_numpy().astype(int)
+    if len(classes) == 1:
+        return np.array([float(np.mean(y))])
+    return np.bincount(y, minlength=len(classes))[: len(classes)] / len(y)
+
+
+def fill_missing_rows(test: pd.DataFrame, reference: np.ndarray, prior: np.ndarray, classes: list[str]
+                      ) -> tuple[pd.DataFrame, list[str]]:
+    """``test`` with a row of ``prior`` for every reference id it lacks; returns (frame, filled ids)."""
+    have = set(test["id"].astype(str))
+    missing = sorted(str(i) for i in reference if str(i) not in have)
+    if not missing:
+        return test, []
+    ids = missing
+    if pd.api.types.is_integer_dtype(test["id"]):
+        ids = pd.to_numeric(pd.Series(missing), errors="raise").astype(test["id"].dtype).tolist()
+    extra = pd.DataFrame({"id": ids, **{c: float(p) for c, p in zip(classes, prior)}})
+    return pd.concat([test, extra], ignore_index=True), missing
+
+
+def write_blend_submission(args: argparse.Namespace, out_dir: Path, runs: dict[str, Path] | None = None,
+                           stale_allowed: dict | None = None) -> Path | None:
+    """The leaderboard CSV of the blend's test predictions, unless this exact one was already written, with
+    its provenance record beside it (``pipelines.common.provenance``)."""
+    from pipelines.common import provenance
+    from pipelines.common.submission import reference_ids
+
     comp, source = args.comp, args.source
     options = {k: getattr(args, k, v) for k, v in competition_options(comp).items()}
-    key = sha256_json({"test": sha256_file(out_dir / "test.parquet"), "options": options})
+    key = sha256_json({"test": sha256_file(out_dir / "test.parquet"), "options": options,
+                       "strict": bool(getattr(args, "strict", False))})
     record_path = out_dir / "submissions.json"
     record = read_json(record_path) if record_path.exists() else []
-    if args.name is None:
+    if args.name is None and not getattr(args, "force", False):
         for entry in record:
-            if entry.get("key") == key and Path(entry["path"]).exists():
+            if (entry.get("key") == key and Path(entry["path"]).exists()
+                    and provenance.record_path(Path(entry["path"])).exists()):
                 log.info("submission of this blend already written: %s (pass --name to write another)",
                          entry["path"])
                 return Path(entry["path"])
     mod = competition_module(comp)
-    df = mod.to_submission(pd.read_parquet(out_dir / "test.parquet"), args)
+    test = pd.read_parquet(out_dir / "test.parquet")
+    classes = pred_columns(test)
+    prior = class_prior(pd.read_parquet(out_dir / "oof.parquet", columns=["target"]), classes)
+    test, filled = fill_missing_rows(test, reference_ids(comp, source), prior, classes)
+    if filled:
+        shown = ", ".join(filled[:5]) + (f" (and {len(filled) - 5} more)" if len(filled) > 5 else "")
+        if getattr(args, "strict", False):
+            raise StageError(f"{len(filled)} test id(s) have no prediction ({shown}; e.g. an unreadable test image, "
+                             f"or one the sample submission lists that is not in test/): --strict refuses; without "
+                             f"it they are filled with the train class prior")
+        log.warning("%d test id(s) have no prediction, filled with the train class prior (%s): %s; listed in the "
+                    "submission's record (--strict refuses instead)", len(filled),
+                    ", ".join(f"{c} {p:.4f}" for c, p in zip(classes, prior)), shown)
+    df = mod.to_submission(test, args)
     path = write_submission(comp, df, args.name or submission_name(source, args.method), source)
+    blend_record = read_json(out_dir / "run.json") if (out_dir / "run.json").exists() else {}
+    provenance.write_record(
+        path, comp, source,
+        runs={name: provenance.run_entry(d) for name, d in (runs or {}).items()},
+        blend={"path": provenance.run_entry(out_dir)["path"], "method": args.method,
+               "finished": blend_record.get("finished")},
+        filled={"count": len(filled), "ids": filled[:1000], "value": dict(zip(classes, prior.tolist()))},
+        stale_allowed=stale_allowed, options=options)
     record.append({"path": str(path), "key": key, "options": options, "written": now()})
     write_json(record_path, record)
     return path
@@ -327,9 +389,19 @@ def main(args: argparse.Namespace) -> int:
     out_dir = config.model_dir(comp, source, BLEND)
     params = {"method": args.method, "models": list(runs), "seed": args.seed,
               "stack_C": args.stack_C if args.method == "stack" else None}
+    stale = stale_models(comp, source, set(runs))
+    if stale and not args.allow_stale:
+        listed = "; ".join(f"{name} ({', '.join(reasons)})" for name, reasons in stale.items())
+        retrain = ", ".join(f"`{train_command(comp, source, name)}`" for name in stale)
+        raise StageError(f"{len(stale)} model run(s) are stale: {listed}; re-train them ({retrain}) or pass "
+                         f"--allow-stale to blend them anyway")
+    if stale:
+        log.warning("blending %d stale run(s) because of --allow-stale: %s (recorded in the blend's run.json)",
+                    len(stale), ", ".join(stale))
+        params["stale_allowed"] = stale
     deps = [runs[m] / f for m in runs for f in ("oof.parquet", "test.parquet")]
     stage = Stage(BLEND, out_dir, deps=deps, params=params, outs=OUTS)
-    if stage.up_to_date():
+    if not args.force and stage.up_to_date():
         log.info(stage.skip_message())
         metrics = read_json(out_dir / "metrics.json")
     else:
@@ -338,7 +410,7 @@ def main(args: argparse.Namespace) -> int:
                  args.method, ", ".join(runs))
         data = load_runs(runs)
         result = blend_runs(data, args.method, args.stack_C)
-        write_blend_run(out_dir, data, result, comp, source, args.seed, started, input_fingerprints(deps))
+        write_blend_run(out_dir, data, result, comp, source, args.seed, started, input_fingerprints(deps), stale)
         stage.done()
         metrics = result["metrics"]
     print(f"\n{comp}/{config.source_label(source)}: out-of-fold scores ({metrics['n_train']} train rows; "
@@ -347,5 +419,5 @@ def main(args: argparse.Namespace) -> int:
     log.info("blend OOF log loss %.5f vs best single model %s %.5f -> %s", metrics["log_loss"], best_name,
              best["log_loss"], out_dir)
     if not args.no_submission:
-        write_blend_submission(args, out_dir)
+        write_blend_submission(args, out_dir, runs, stale)
     return 0

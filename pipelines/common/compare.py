@@ -12,13 +12,16 @@ run.json, oof.parquet, history.json) and writes into ``reports/<comp>/<source>/`
     confusion.png    (multi-class) confusion matrices of the best models and the blend
     learning_curve_<model>.png   neural models' per-fold learning curves
 
-A model is STALE when a file it was trained from (run.json ``inputs``) changed or vanished since, or
-when the data manifest changed; a blend also when one of its models was re-trained after it.
+A model is STALE when a file it was trained from (run.json ``inputs``) changed or vanished since, when
+the data manifest changed, or when it was made in another Python environment (run.json ``environment``:
+a package version or Python differs from this process's); a blend also when one of its models was
+re-trained after it.
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import importlib
 import logging
 import math
@@ -31,6 +34,7 @@ import pandas as pd
 from pipelines import config
 from pipelines.common.io import read_json, sha256_file, write_json, write_text
 from pipelines.common.log import StageError
+from pipelines.common.records import environment as records_environment
 from pipelines.common.records import manifest_hash, now
 
 log = logging.getLogger(__name__)
@@ -206,10 +210,37 @@ def _parse_time(value) -> dt.datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
 
 
+@functools.lru_cache(maxsize=1)
+def current_environment() -> dict:
+    """The environment this process runs in (records.environment), read once."""
+    return records_environment()
+
+
+def environment_reasons(recorded: dict | None, current: dict) -> list[str]:
+    """Why a run was made in another Python environment than this one (its packages or Python
+    differ), or nothing; a run recorded before environments were is not judged."""
+    if not isinstance(recorded, dict) or not recorded.get("packages"):
+        return []
+    if recorded.get("packages_sha256") == current.get("packages_sha256") and \
+            recorded.get("python") == current.get("python"):
+        return []
+    then, now_ = recorded.get("packages") or {}, current.get("packages") or {}
+    diffs = [f"{n} {then.get(n, 'absent')} (now {now_.get(n, 'absent')})"
+             for n in sorted(set(then) | set(now_)) if then.get(n) != now_.get(n)]
+    if recorded.get("python") != current.get("python"):
+        diffs.insert(0, f"python {recorded.get('python')} (now {current.get('python')})")
+    if not diffs:
+        return []
+    lock = current.get("lock") or {}
+    fix = "; install the lock (`make setup`) and re-train" if lock.get("file") and not lock.get("matches") else ""
+    return [f"made in another environment: {_some(diffs)}{fix}"]
+
+
 def stale_reasons(run: ModelRun, runs_by_name: dict[str, ModelRun], current_manifest: str | None) -> list[str]:
     """Why a run no longer matches its inputs: changed input files, a changed data manifest, and for a
     blend, models re-trained after it, stale or gone."""
     reasons = changed_inputs(run.record.get("inputs") or {})
+    reasons += environment_reasons(run.record.get("environment"), current_environment())
     recorded_manifest = run.record.get("data_manifest_sha256")
     if recorded_manifest and recorded_manifest != current_manifest:
         reasons.append("data manifest changed since training" if current_manifest else
@@ -235,6 +266,20 @@ def stale_reasons(run: ModelRun, runs_by_name: dict[str, ModelRun], current_mani
         if stale:
             reasons.append("built on stale model(s): " + ", ".join(stale))
     return list(dict.fromkeys(reasons))
+
+
+def stale_models(comp: str, source: str, names=None) -> dict[str, list[str]]:
+    """{model: why it is stale} of the finished runs under models/<comp>/<source>/ (only ``names`` when
+    given), by the same rules as the report: for the blend and submit stages, which refuse stale runs."""
+    runs, _ = load_runs(config.models_dir(comp, source), comp, source)
+    by_name = {r.name: r for r in runs}
+    current_manifest = manifest_hash(comp, source)
+    found = {}
+    for run in sorted(runs, key=lambda r: r.is_blend):  # members first, as in build_comparison
+        run.stale_reasons = stale_reasons(run, by_name, current_manifest)
+        if run.stale_reasons and (names is None or run.name in names):
+            found[run.name] = run.stale_reasons
+    return found
 
 
 # --- table rows ----------------------------------------------------------------------------------------------

@@ -162,6 +162,10 @@ def run_cv(model: CVModel, *, comp: str, source: str, out_dir: Path, y: np.ndarr
     todo = list(range(n_folds)) if only_folds is None else list(only_folds)
     for k in todo:
         ckpt = folds_dir / f"fold_{k}.npz"
+        if ckpt.exists() and not fold_checkpoint_readable(ckpt):
+            log.warning("%s fold %d/%d: checkpoint %s is damaged; fitting the fold again", model.name, k + 1,
+                        n_folds, ckpt)
+            ckpt.unlink()
         if ckpt.exists():
             log.info("%s fold %d/%d: done in an earlier run, resuming after it", model.name, k + 1, n_folds)
             continue
@@ -208,6 +212,17 @@ def check_fit_exclude(fit_exclude, n_rows: int, n_folds: int) -> np.ndarray | No
     if exclude.shape != (n_rows, n_folds):
         raise ValueError(f"fit_exclude has shape {exclude.shape}; expected ({n_rows}, {n_folds}) (rows, folds)")
     return exclude if exclude.any() else None
+
+
+def fold_checkpoint_readable(path: Path) -> bool:
+    """True when a fold checkpoint opens and holds its predictions (a truncated .npz does not)."""
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return "valid_idx" in z.files and "valid_pred" in z.files and len(z["valid_idx"]) == len(z["valid_pred"])
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError):
+        return False
 
 
 def finish_cv(model, *, comp, source, out_dir, y, folds, train_ids, test_ids, task, class_names, seed, inputs,
@@ -266,15 +281,26 @@ def finish_cv(model, *, comp, source, out_dir, y, folds, train_ids, test_ids, ta
             plot_learning_curves(histories, out_dir / "learning_curve.png", title=f"{comp} {model.name}")
         except Exception as exc:  # a plot must never lose a finished run
             log.warning("%s: learning-curve plot failed: %s", model.name, exc)
-    write_json(out_dir / "run.json", run_record(comp, source, model.name, model.params, seed, started, inputs))
+    write_json(out_dir / "run.json", run_record(comp, source, model.name, model.params, seed, started, inputs,
+                                                device=getattr(model, "device", None)))
     log.info("%s: CV log loss %.5f (folds %.5f ± %.5f) -> %s", model.name, overall["log_loss"],
              metrics["log_loss_mean"], metrics["log_loss_std"], out_dir)
     return {"complete": True, **metrics}
 
 
+def _read_prediction_file(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError, ArrowIOError an OSError
+        from pipelines.common.log import StageError
+
+        raise StageError(f"{path} is damaged ({type(exc).__name__}: {str(exc)[:100]}): re-run `make train` for "
+                         f"{path.parent.name} (--force refits it)") from None
+
+
 def load_predictions(model_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """(oof, test) frames of a finished model run."""
+    """(oof, test) frames of a finished model run; a damaged file is one StageError naming it."""
     model_dir = Path(model_dir)
-    oof = pd.read_parquet(model_dir / "oof.parquet")
+    oof = _read_prediction_file(model_dir / "oof.parquet")
     test_path = model_dir / "test.parquet"
-    return oof, (pd.read_parquet(test_path) if test_path.exists() else None)
+    return oof, (_read_prediction_file(test_path) if test_path.exists() else None)

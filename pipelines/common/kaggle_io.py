@@ -269,10 +269,14 @@ def _find_submission(subs, ref, file_name: str, message: str):
 
 
 def submit(comp: str, file: Path, message: str, api=None, source: str = "kaggle", poll_seconds: float = 15.0,
-           timeout: float = 900.0, sleep=time.sleep) -> dict:
-    """Validate ``file`` against ``source``'s raw data, upload it, wait for Kaggle's public score.
+           timeout: float = 900.0, sleep=time.sleep, force_upload: bool = False, allow_stale: bool = False) -> dict:
+    """Check ``file``'s provenance record, validate it against ``source``'s raw data, upload it, wait for
+    Kaggle's public score.
 
-    Returns {"status", "public_score", "private_score", "ref", ...}; with ``timeout`` 0 it does not wait.
+    The record (``pipelines.common.provenance``) must say the file was built from ``source`` (not the
+    sample) by runs that are not stale; ``allow_stale`` accepts stale runs, ``force_upload`` any record
+    or none (with a warning, kept in the result). Returns {"status", "public_score", "private_score",
+    "ref", ...}; with ``timeout`` 0 it does not wait.
     """
     slug = config.COMPETITIONS[config.check_comp(comp)]
     file = Path(file)
@@ -281,6 +285,13 @@ def submit(comp: str, file: Path, message: str, api=None, source: str = "kaggle"
     if config.source_label(source) == "sample":
         raise StageError("a submission built from the synthetic sample cannot be scored by Kaggle: pass the source "
                          "its predictions come from, e.g. --source kaggle (make submit ... ARGS='--source kaggle')")
+    from pipelines.common.provenance import upload_problem
+
+    problem = upload_problem(comp, file, source, allow_stale=allow_stale)
+    if problem and not force_upload:
+        raise StageError(f"{problem}; pass --force-upload to upload it anyway")
+    if problem:
+        log.warning("uploading because of --force-upload although %s", problem)
     message = message or f"{file.name} ({config.source_label(source)})"
     from pipelines.common.submission import validate_submission_file  # lazily: a sibling module
 
@@ -294,7 +305,8 @@ def submit(comp: str, file: Path, message: str, api=None, source: str = "kaggle"
     ref = getattr(response, "ref", None)
     log.info("uploaded %s to %s: %s", file.name, slug, redact(str(reply or "ok")))
     result = {"competition": slug, "file": str(file), "message": message, "ref": ref, "status": "pending",
-              "public_score": None, "private_score": None, "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+              "public_score": None, "private_score": None, "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "forced_despite": problem}
     deadline = time.monotonic() + timeout
     while timeout > 0:
         with kaggle_errors(slug, "reading the submission's score"):
@@ -337,9 +349,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--poll-seconds", type=float, default=15.0, help="seconds between score checks (default 15)")
     parser.add_argument("--timeout", type=float, default=900.0,
                         help="stop waiting for the score after this many seconds; 0 = do not wait (default 900)")
+    parser.add_argument("--force-upload", action="store_true",
+                        help="upload even a file without a record from `make blend`, or whose record says it was "
+                             "built from the sample, from another source or from stale runs")
+    parser.add_argument("--allow-stale", action="store_true",
+                        help="upload a file built from runs whose features or data changed since")
 
 
 def main(args) -> int:
     submit(args.comp, args.file, args.message, source=args.source, poll_seconds=args.poll_seconds,
-           timeout=args.timeout)
+           timeout=args.timeout, force_upload=args.force_upload, allow_stale=args.allow_stale)
     return 0

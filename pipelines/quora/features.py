@@ -93,6 +93,7 @@ CONTRACT_OUTS = (["ids_train.npy", "ids_test.npy", "labels.npy", "folds.npy", "p
 
 def add_arguments(parser) -> None:
     g = parser.add_argument_group("quora features")
+    g.add_argument("--force", action="store_true", help="rebuild every step even when the cache is up to date")
     g.add_argument("--n-folds", type=int, default=config.N_FOLDS, help="CV folds (default %(default)s)")
     g.add_argument("--w2v-dim", type=int, default=DEFAULTS["word2vec"]["vector_size"],
                    help="word2vec vector size (default %(default)s)")
@@ -139,7 +140,7 @@ def params_from_args(args) -> dict:
 def main(args) -> int:
     raw_dir = config.raw_dir("quora", args.source)
     out_dir = config.features_dir("quora", args.source)
-    build_features(raw_dir, out_dir, params_from_args(args), source=args.source)
+    build_features(raw_dir, out_dir, params_from_args(args), source=args.source, force=args.force)
     return 0
 
 
@@ -223,12 +224,12 @@ class Timings:
             self.steps[name] = record
 
 
-def _run(stage: Stage, timings: Timings, name: str, fn: Callable[[], dict | None]) -> None:
-    if stage.up_to_date():
+def _run(stage: Stage, timings: Timings, name: str, fn: Callable[[], dict | None], force: bool = False) -> None:
+    if not force and stage.up_to_date():
         log.info(stage.skip_message())
         timings.steps[name] = {"ran": False}
         return
-    log.info("features/%s: running (%s)", name, stage.why_stale())
+    log.info("features/%s: running (%s)", name, "forced" if force else stage.why_stale())
     with timings.step(name) as record:
         extra = fn() or {}
         stage.done(extra)
@@ -551,7 +552,8 @@ def assemble(out: Path) -> dict:
 # The stage
 # --------------------------------------------------------------------------------------------
 
-def build_features(raw_dir, out_dir, params: dict | None = None, source: str = "<source>") -> dict:
+def build_features(raw_dir, out_dir, params: dict | None = None, source: str = "<source>",
+                   force: bool = False) -> dict:
     """Build (or reuse) every Quora feature file; returns {step: timing} (also in timings.json)."""
     raw_dir, out = Path(raw_dir), Path(out_dir)
     params = full_params(params)
@@ -562,11 +564,11 @@ def build_features(raw_dir, out_dir, params: dict | None = None, source: str = "
                          "--pretrained-vectors or use --vectors trained")
     raw_deps = [train_csv, test_csv] + ([Path(pretrained)] if pretrained else [])
     final = Stage("features", out, deps=raw_deps, params=params, outs=CONTRACT_OUTS)
-    if final.up_to_date():
+    if not force and final.up_to_date():
         log.info(final.skip_message())
         return {"features": {"ran": False}}
     out.mkdir(parents=True, exist_ok=True)
-    log.info("features: building in %s (%s)", out, final.why_stale())
+    log.info("features: building in %s (%s)", out, "forced" if force else final.why_stale())
     timings = Timings()
     total_wall = time.perf_counter()
 
@@ -580,30 +582,30 @@ def build_features(raw_dir, out_dir, params: dict | None = None, source: str = "
                  "text_report.json", "ids_train.npy", "ids_test.npy", "labels.npy"]
     s_text = Stage("features-text", out, deps=[train_csv, test_csv],
                    params={"text": params["text"], "version": version}, outs=text_outs)
-    _run(s_text, timings, "text", lambda: step_text(train_csv, test_csv, out, source))
+    _run(s_text, timings, "text", lambda: step_text(train_csv, test_csv, out, source), force)
 
     s_folds = Stage("features-folds", out, deps=dep("labels.npy"),
                     params={"n_folds": params["n_folds"], "seed": params["seed"], "version": version},
                     outs=["folds.npy"])
-    _run(s_folds, timings, "folds", lambda: step_folds(out, params))
+    _run(s_folds, timings, "folds", lambda: step_folds(out, params), force)
 
     s_w2v = Stage("features-word2vec", out, deps=dep("corpus.txt"),
                   params={"word2vec": params["word2vec"], "seed": params["seed"], "version": version},
                   outs=["word2vec.kv"])
-    _run(s_w2v, timings, "word2vec", lambda: step_word2vec(out, params))
+    _run(s_w2v, timings, "word2vec", lambda: step_word2vec(out, params), force)
 
     text_deps = dep("text_train.parquet", "text_test.parquet", "tokens.npz", "words.parquet", "questions.parquet")
     s_tfidf = Stage("features-tfidf", out, deps=text_deps,
                     params={"tfidf": params["tfidf"], "lsa": params["lsa"], "seed": params["seed"], "version": version},
                     outs=TFIDF_OUTS + ["tfidf_similarity_train.parquet", "tfidf_similarity_test.parquet"])
-    _run(s_tfidf, timings, "tfidf", lambda: step_tfidf(out, params))
+    _run(s_tfidf, timings, "tfidf", lambda: step_tfidf(out, params), force)
 
     seq_deps = text_deps + (dep("word2vec.kv") if params["sequences"]["vectors"] != "pretrained" else [])
     seq_deps += [Path(pretrained)] if pretrained else []
     s_seq = Stage("features-sequences", out, deps=seq_deps,
                   params={"sequences": params["sequences"], "seed": params["seed"], "version": version},
                   outs=SEQ_OUTS + ["vocab.json", "embedding_matrix.npy"])
-    _run(s_seq, timings, "sequences", lambda: step_sequences(out, params))
+    _run(s_seq, timings, "sequences", lambda: step_sequences(out, params), force)
 
     n_pairs = sum(len(np.load(out / f"ids_{part}.npy", mmap_mode="r")) for part in PARTS)
     with_wmd = n_pairs <= params["pairs"]["wmd_max_pairs"]
@@ -615,11 +617,11 @@ def build_features(raw_dir, out_dir, params: dict | None = None, source: str = "
                                          "word2vec.kv"),
                     params={"pairs": params["pairs"], "with_wmd": with_wmd, "version": version},
                     outs=["handcrafted_train.parquet", "handcrafted_test.parquet"])
-    _run(s_pairs, timings, "pairs", lambda: step_pairs(out, params, with_wmd))
+    _run(s_pairs, timings, "pairs", lambda: step_pairs(out, params, with_wmd), force)
 
     s_graph = Stage("features-graph", out, deps=dep("text_train.parquet", "text_test.parquet", "questions.parquet"),
                     params={"version": version}, outs=["graph_train.parquet", "graph_test.parquet"])
-    _run(s_graph, timings, "graph", lambda: step_graph(out))
+    _run(s_graph, timings, "graph", lambda: step_graph(out), force)
 
     with timings.step("assemble"):
         summary = assemble(out)

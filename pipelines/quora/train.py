@@ -29,7 +29,8 @@ SAMPLE_EPOCHS = 6
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="all", choices=[*MODELS, "all"],
                         help="model to train, or 'all' for every model in order (default: all)")
-    parser.add_argument("--no-resume", action="store_true", help="refit every fold, ignoring earlier checkpoints")
+    parser.add_argument("--no-resume", "--force", dest="no_resume", action="store_true",
+                        help="refit every fold, ignoring earlier checkpoints")
     parser.add_argument("--checkpoint-every", type=float, default=None, metavar="SECONDS",
                         help=f"seconds between the resumable checkpoints of a network's fit (default "
                              f"{config.CHECKPOINT_EVERY_S:.0f}; 0: after every epoch); one is always written when "
@@ -49,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gbm.add_argument("--lgbm-early-stopping", type=int, default=None,
                      help="stop after N rounds without improvement on the fold's validation part (default 200; "
                           "0: always run --lgbm-rounds, e.g. to time a fixed amount of work)")
+    gbm.add_argument("--lgbm-device", choices=["cpu", "gpu"], default="cpu",
+                     help="cpu (default) or gpu: LightGBM's OpenCL GPU learner (needs the GPU's OpenCL driver)")
     gbm.add_argument("--lgbm-bow-columns", type=int, default=None,
                      help="also give the trees the N most used columns of the word TF-IDF pair blocks "
                           "(default 2000; 0: the pair features alone)")
@@ -88,7 +91,8 @@ def build_model(name: str, data: QuoraFeatures, args: argparse.Namespace):
         return LgbmModel(data, seed=args.seed, learning_rate=args.lgbm_learning_rate,
                          num_leaves=args.lgbm_num_leaves, min_data_in_leaf=args.lgbm_min_data_in_leaf,
                          feature_fraction=args.lgbm_feature_fraction, num_boost_round=args.lgbm_rounds,
-                         early_stopping_rounds=args.lgbm_early_stopping, bow_columns=args.lgbm_bow_columns)
+                         early_stopping_rounds=args.lgbm_early_stopping, bow_columns=args.lgbm_bow_columns,
+                         device=getattr(args, "lgbm_device", "cpu"))
     if name in ("siamese_lstm", "siamese_gru"):
         from pipelines.quora.models.siamese import SiameseModel
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.common.log import StageError
+from pipelines.common.stage import check_current
 
 REQUIRED = ("ids_train.npy", "ids_test.npy", "labels.npy", "folds.npy", "features.lock.json")
 
@@ -26,6 +27,8 @@ class QuoraFeatures:
         missing = [name for name in REQUIRED if not (self.dir / name).exists()]
         if missing:
             raise StageError(self._missing_message(missing))
+        # Damaged files, or raw data changed since the features were built: one line, not a traceback later.
+        check_current(self.lock_path, f"make features COMP=quora SOURCE={source_hint}")
 
     def _missing_message(self, missing: list[str]) -> str:
         return (f"features folder {self.dir} lacks {', '.join(missing)}: re-run "

@@ -1,0 +1,124 @@
+"""Where a submission CSV came from: the record ``make blend`` writes beside every CSV, and the checks
+``make submit`` makes on it before anything is uploaded.
+
+    submissions/<comp>/<name>.csv           the leaderboard file
+    submissions/<comp>/<name>.record.json   its record: the CSV's sha256, the data source (label, path,
+                                            manifest hash), the blend and every model run it was built
+                                            from (each with the input fingerprints of its run.json),
+                                            the features fingerprint, rows filled for want of a
+                                            prediction, and whether stale runs were allowed
+
+The upload refuses a file without a record, one that differs from the file its record describes, one
+built from the synthetic sample, from another source than ``--source``, or from runs that are stale
+now (the comparison's rules, ``pipelines.common.compare``), each in one line with the way out.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipelines import config
+from pipelines.common.io import read_json, sha256_file, write_json
+from pipelines.common.records import manifest_hash, now
+
+RECORD_SUFFIX = ".record.json"
+KIND = "pipelines-submission"
+
+
+def record_path(csv_path: Path) -> Path:
+    csv_path = Path(csv_path)
+    return csv_path.parent / f"{csv_path.stem}{RECORD_SUFFIX}"
+
+
+def run_entry(run_dir: Path) -> dict:
+    """What the record keeps of one model run: its folder, finish time, inputs and data manifest hash."""
+    run_dir = Path(run_dir)
+    record = read_json(run_dir / "run.json") if (run_dir / "run.json").exists() else {}
+    return {"path": _display(run_dir), "finished": record.get("finished"), "inputs": record.get("inputs") or {},
+            "data_manifest_sha256": record.get("data_manifest_sha256")}
+
+
+def write_record(csv_path: Path, comp: str, source: str, runs: dict[str, dict] | None = None,
+                 blend: dict | None = None, filled: dict | None = None, stale_allowed: dict | None = None,
+                 options: dict | None = None) -> Path:
+    """Write ``<name>.record.json`` beside ``csv_path`` (atomically); returns its path."""
+    csv_path = Path(csv_path)
+    label = config.source_label(source)
+    manifest = config.source_dir(comp, source) / "manifest.json"
+    source_path = None
+    if manifest.exists():
+        try:
+            source_path = read_json(manifest).get("source_path")
+        except (OSError, ValueError):
+            source_path = None
+    runs = runs or {}
+    features = {}
+    for entry in runs.values():
+        features.update(entry.get("inputs") or {})
+    record = {
+        "kind": KIND, "comp": comp, "competition": config.COMPETITIONS[comp], "file": csv_path.name,
+        "sha256": sha256_file(csv_path), "source": label, "source_path": source_path,
+        "data_manifest_sha256": manifest_hash(comp, source), "blend": blend, "runs": runs,
+        "features": features, "filled_rows": filled or {"count": 0, "ids": []},
+        "allow_stale": bool(stale_allowed), "stale_models": stale_allowed or {}, "options": options or {},
+        "written": now(),
+    }
+    return write_json(record_path(csv_path), record)
+
+
+def _display(path: Path) -> str:
+    try:
+        return Path(path).resolve().relative_to(config.ROOT.resolve()).as_posix()
+    except ValueError:
+        return str(Path(path).resolve())
+
+
+def stale_record_runs(comp: str, record: dict) -> dict[str, list[str]]:
+    """{run: reasons} of the record's runs whose inputs or data changed since they were trained, and of
+    those already stale when the blend was made (it was made with --allow-stale)."""
+    from pipelines.common.compare import changed_inputs
+
+    current_manifest = manifest_hash(comp, record.get("source") or "sample")
+    found = {name: list(reasons) for name, reasons in (record.get("stale_models") or {}).items()}
+    for name, entry in (record.get("runs") or {}).items():
+        reasons = changed_inputs(entry.get("inputs") or {})
+        recorded = entry.get("data_manifest_sha256")
+        if recorded and recorded != current_manifest:
+            reasons.append("data manifest changed since training")
+        if reasons:
+            found.setdefault(name, []).extend(r for r in reasons if r not in found.get(name, []))
+    return found
+
+
+def upload_problem(comp: str, csv_path: Path, source: str, allow_stale: bool = False) -> str | None:
+    """Why ``csv_path`` must not be uploaded as a submission for ``source`` (one line), or None."""
+    csv_path = Path(csv_path)
+    rec_path = record_path(csv_path)
+    if not rec_path.exists():
+        return (f"{csv_path} has no record ({rec_path.name}) saying which data and models it came from: only "
+                f"files written by `make blend` have one")
+    try:
+        record = read_json(rec_path)
+    except (OSError, ValueError) as exc:
+        return f"the record {rec_path} of {csv_path.name} is unreadable ({exc})"
+    if not isinstance(record, dict) or record.get("kind") != KIND:
+        return f"{rec_path} is not a submission record written by `make blend`"
+    if record.get("sha256") != sha256_file(csv_path):
+        return (f"{csv_path} is not the file its record {rec_path.name} describes (edited or replaced since "
+                f"`make blend` wrote it)")
+    if record.get("source") == "sample":
+        return (f"{csv_path} was built from the synthetic sample (its record {rec_path.name} says so): Kaggle "
+                f"cannot score it; build one from real data (make blend SOURCE=kaggle or SOURCE=<path>)")
+    label = config.source_label(source)
+    if record.get("source") != label:
+        shown = record.get("source_path") or record.get("source")
+        return (f"{csv_path} was built from data source {record.get('source')} ({shown}), not {label}: pass "
+                f"SOURCE={shown} (make submit ... SOURCE=...)")
+    if not allow_stale:
+        stale = stale_record_runs(comp, record)
+        if stale:
+            listed = "; ".join(f"{name} ({', '.join(reasons)})" for name, reasons in stale.items())
+            retrain = ", ".join(f"`make train COMP={comp} SOURCE={label} MODEL={name}`" for name in stale
+                                if name != "blend")
+            return (f"{csv_path} was built from stale runs: {listed}; re-train ({retrain}), run `make blend "
+                    f"COMP={comp} SOURCE={label}` and submit the new file, or pass --allow-stale")
+    return None
