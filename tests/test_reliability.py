@@ -116,3 +116,167 @@ def test_disk_full_outside_the_io_helpers_is_one_line_on_the_cli(project, monkey
     assert "Traceback" not in err
     errors = [line for line in err.splitlines() if " ERROR " in line]
     assert len(errors) == 1 and "/somewhere/word2vec.kv" in errors[0] and "free" in errors[0]
+
+
+# ---------------------------------------------------------------- stale runs, provenance, submit
+QUORA_SAMPLE = ["--n-train", "240", "--n-test", "60"]
+
+
+def _stage(*argv) -> int:
+    return main([argv[0], "--comp", argv[1], "--source", argv[2], *argv[3:]])
+
+
+@pytest.fixture
+def quora_blend(project, capsys):
+    """The real stages on a tiny Quora sample: data, features (2 folds), bow_lr, blend."""
+    assert _stage("data", "quora", "sample", *QUORA_SAMPLE) == 0
+    assert _stage("features", "quora", "sample", "--n-folds", "2", "--w2v-epochs", "1") == 0
+    assert _stage("train", "quora", "sample", "--model", "bow_lr") == 0
+    assert _stage("blend", "quora", "sample", "--name", "first") == 0
+    capsys.readouterr()
+    return config.submissions_dir("quora") / "first.csv"
+
+
+def test_blend_refuses_runs_trained_on_other_folds_and_allow_stale_is_recorded(quora_blend, capsys):
+    from pipelines.common import provenance
+
+    record = read_json(provenance.record_path(quora_blend))
+    assert record["source"] == "sample" and list(record["runs"]) == ["bow_lr"]
+    assert any(k.endswith("features.lock.json") for k in record["features"]) and record["allow_stale"] is False
+    assert _stage("features", "quora", "sample", "--n-folds", "3", "--w2v-epochs", "1") == 0
+    capsys.readouterr()
+    assert _stage("blend", "quora", "sample") == 2  # was: "submission of this blend already written"
+    err = capsys.readouterr().err
+    line = next(x for x in err.splitlines() if " ERROR " in x)
+    assert "bow_lr" in line and "features.lock.json" in line and "make train COMP=quora SOURCE=sample MODEL=bow_lr" in line
+    assert "--allow-stale" in line
+    assert _stage("blend", "quora", "sample", "--allow-stale", "--name", "stale") == 0
+    run = read_json(config.model_dir("quora", "sample", "blend") / "run.json")
+    assert run["allow_stale"] is True and "bow_lr" in run["stale_models"]
+    stale_record = read_json(provenance.record_path(config.submissions_dir("quora") / "stale.csv"))
+    assert stale_record["allow_stale"] is True and "bow_lr" in stale_record["stale_models"]
+    # re-training makes the blend possible again without the override
+    assert _stage("train", "quora", "sample", "--model", "bow_lr") == 0
+    assert _stage("blend", "quora", "sample", "--name", "fresh") == 0
+
+
+def test_train_refuses_features_older_than_the_raw_data(quora_blend, capsys):
+    train_csv = config.raw_dir("quora", "sample") / "train.csv"
+    train_csv.write_bytes(train_csv.read_bytes() + b"")  # same bytes, new mtime: no longer what features saw
+    import os
+
+    os.utime(train_csv, ns=(train_csv.stat().st_atime_ns, train_csv.stat().st_mtime_ns + 10**9))
+    capsys.readouterr()
+    assert _stage("train", "quora", "sample", "--model", "bow_lr") == 2
+    line = next(x for x in capsys.readouterr().err.splitlines() if " ERROR " in x)
+    assert "train.csv" in line and "make features COMP=quora SOURCE=sample" in line
+
+
+def test_a_truncated_cached_feature_file_reruns_its_step_or_is_one_line(quora_blend, capsys):
+    features = config.features_dir("quora", "sample")
+    victim = sorted(features.glob("tfidf_*.npz"))[0]
+    victim.write_bytes(victim.read_bytes()[:100])  # damaged after the stage finished
+    capsys.readouterr()
+    # train: one line naming the file (was a BadZipFile traceback)
+    assert _stage("train", "quora", "sample", "--model", "bow_lr", "--force") == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    line = next(x for x in err.splitlines() if " ERROR " in x)
+    assert victim.name in line and "damaged" in line and "make features COMP=quora SOURCE=sample" in line
+    # features: no longer "up to date"; the damaged step runs again and the file is whole
+    assert _stage("features", "quora", "sample", "--n-folds", "2", "--w2v-epochs", "1") == 0
+    err = capsys.readouterr().err
+    assert f"{victim.name} (100 bytes" in err and "features/tfidf: running (damaged outputs" in err
+    assert "features/text: running" not in err  # only the step that wrote it
+    import scipy.sparse as sp
+
+    sp.load_npz(victim)
+    assert _stage("train", "quora", "sample", "--model", "bow_lr") == 0
+
+
+def test_quora_features_force_rebuilds_every_step(quora_blend, capsys):
+    assert _stage("features", "quora", "sample", "--n-folds", "2", "--w2v-epochs", "1") == 0
+    assert "nothing to do" in capsys.readouterr().err
+    assert _stage("features", "quora", "sample", "--n-folds", "2", "--w2v-epochs", "1", "--force") == 0
+    err = capsys.readouterr().err
+    assert "nothing to do" not in err and "features/text: running (forced)" in err
+
+
+def test_a_damaged_fold_checkpoint_is_fitted_again(quora_blend, capsys):
+    ckpt = config.model_dir("quora", "sample", "bow_lr") / "folds" / "fold_0.npz"
+    # a resumed run re-reads its fold checkpoints; a truncated one is refitted, not a traceback
+    (ckpt.parent / "fold_1.npz").unlink()
+    ckpt.write_bytes(ckpt.read_bytes()[:50])
+    capsys.readouterr()
+    assert _stage("train", "quora", "sample", "--model", "bow_lr") == 0
+    err = capsys.readouterr().err
+    assert "fold_0.npz is damaged; fitting the fold again" in err
+
+
+def _kaggle_copy_of_the_sample(tmp_path):
+    """Kaggle data (through the fake API) with the sample's very files, so the test ids match."""
+    from data_helpers import FakeKaggleApi, zip_bytes
+
+    raw = config.raw_dir("quora", "sample")
+    files = {name: (raw / name).read_bytes() for name in ("train.csv", "test.csv", "sample_submission.csv")}
+    acq.acquire("quora", "kaggle", api=FakeKaggleApi(files={"quora-question-pairs.zip": zip_bytes(files)}))
+    return FakeKaggleApi()
+
+
+def test_submit_refuses_a_sample_built_csv_whatever_the_source(quora_blend, tmp_path):
+    from pipelines.common import kaggle_io
+
+    api = _kaggle_copy_of_the_sample(tmp_path)
+    with pytest.raises(StageError, match="built from the synthetic sample.*--force-upload"):
+        kaggle_io.submit("quora", quora_blend, "m", api=api, source="kaggle", timeout=0)
+    assert not any(c[0] == "competition_submit" for c in api.calls)
+    # a copy without its record is refused too
+    bare = tmp_path / "bare.csv"
+    bare.write_bytes(quora_blend.read_bytes())
+    with pytest.raises(StageError, match="has no record"):
+        kaggle_io.submit("quora", bare, "m", api=api, source="kaggle", timeout=0)
+    # an edited file no longer matches its record
+    edited = config.submissions_dir("quora") / "first.csv"
+    edited.write_text(edited.read_text().replace("0.", "0.0", 1))
+    with pytest.raises(StageError, match="not the file its record"):
+        kaggle_io.submit("quora", edited, "m", api=api, source="kaggle", timeout=0)
+    # --force-upload: uploaded, and the reason kept in the result
+    result = kaggle_io.submit("quora", bare, "m", api=api, source="kaggle", timeout=0, force_upload=True)
+    assert "has no record" in result["forced_despite"]
+    assert any(c[0] == "competition_submit" for c in api.calls)
+
+
+def test_submit_refuses_a_csv_from_stale_runs(project, tmp_path, capsys, monkeypatch):
+    from pipelines.common import kaggle_io
+
+    assert _stage("data", "quora", "sample", *QUORA_SAMPLE) == 0
+    _kaggle_copy_of_the_sample(tmp_path)
+    assert _stage("features", "quora", "kaggle", "--n-folds", "2", "--w2v-epochs", "1") == 0
+    assert _stage("train", "quora", "kaggle", "--model", "bow_lr") == 0
+    assert _stage("blend", "quora", "kaggle", "--name", "real") == 0
+    path = config.submissions_dir("quora") / "real.csv"
+    api = kaggle_io_api = _FakeApi()
+    monkeypatch.setattr(kaggle_io, "make_api", lambda: kaggle_io_api)
+    assert _stage("features", "quora", "kaggle", "--n-folds", "3", "--w2v-epochs", "1") == 0
+    capsys.readouterr()
+    assert _stage("submit", "quora", "kaggle", "--file", str(path), "--timeout", "0") == 2
+    line = next(x for x in capsys.readouterr().err.splitlines() if " ERROR " in x)
+    assert "stale runs" in line and "bow_lr" in line and "MODEL=bow_lr" in line and "--allow-stale" in line
+    assert not api.calls
+    assert _stage("submit", "quora", "kaggle", "--file", str(path), "--timeout", "0", "--allow-stale") == 0
+    assert api.calls
+
+
+class _FakeApi:
+    def __init__(self):
+        from data_helpers import FakeKaggleApi
+
+        self._api = FakeKaggleApi()
+        self.calls = []
+
+    def competition_submit(self, *a, **k):
+        self.calls.append("competition_submit")
+        return self._api.competition_submit(*a, **k)
+
+    def competition_submissions(self, *a, **k):
+        return self._api.competition_submissions(*a, **k)
