@@ -280,3 +280,76 @@ class _FakeApi:
 
     def competition_submissions(self, *a, **k):
         return self._api.competition_submissions(*a, **k)
+
+
+# ---------------------------------------------------------------- missing test predictions
+class _GivenPredictions:
+    """A 'model' whose predictions are given, trained through the real CV engine."""
+
+    def __init__(self, name, oof, test):
+        self.name, self.params, self.oof, self.test = name, {"given": name}, oof, test
+
+    def fit(self, fold, train_idx, valid_idx, fold_dir):
+        return None
+
+    def predict_valid(self, model, valid_idx):
+        return self.oof[valid_idx]
+
+    def predict_test(self, model):
+        return self.test
+
+    def save(self, model, fold_dir):
+        pass
+
+
+CERVIX_CLASSES = ["Type_1", "Type_2", "Type_3"]
+
+
+@pytest.fixture
+def cervix_runs_lacking_two_test_images(project):
+    """Cervix runs whose test predictions lack two of the images the sample submission lists: what the
+    pipeline gets when a test image is unreadable (the data stage excludes it, the features skip it) or
+    when sample_submission_stg1.csv names an image that is not in test/."""
+    from pipelines.common.cv import make_folds, run_cv
+    from pipelines.common.io import write_csv
+
+    rng = np.random.default_rng(3)
+    y = np.repeat([0, 1, 2], [30, 50, 40])
+    folds = make_folds(y, 3, seed=1)
+    listed = [f"{i}.jpg" for i in range(12)]
+    predicted = np.array([n for n in listed if n not in ("3.jpg", "7.jpg")], dtype=object)
+    for name in ("cnn", "svm"):
+        model = _GivenPredictions(name, rng.dirichlet(np.ones(3), len(y)), rng.dirichlet(np.ones(3), len(predicted)))
+        run_cv(model, comp="cervix", source="sample", out_dir=config.model_dir("cervix", "sample", name), y=y,
+               folds=folds, train_ids=np.array([f"t{i}.jpg" for i in range(len(y))], dtype=object),
+               test_ids=predicted, task="multiclass", class_names=CERVIX_CLASSES, seed=1)
+    write_csv(config.raw_dir("cervix", "sample") / "sample_submission_stg1.csv",
+              pd.DataFrame({"image_name": listed, **{c: 1 / 3 for c in CERVIX_CLASSES}}))
+    return y
+
+
+def test_missing_test_predictions_are_filled_with_the_train_prior_and_recorded(cervix_runs_lacking_two_test_images,
+                                                                               capsys):
+    from pipelines.common import provenance
+
+    y = cervix_runs_lacking_two_test_images
+    assert _stage("blend", "cervix", "sample", "--name", "filled") == 0  # was: exit 2, "lacks 2 of the 12 test ids"
+    err = capsys.readouterr().err
+    warning = next(x for x in err.splitlines() if " WARNING " in x and "no prediction" in x)
+    assert "3.jpg" in warning and "7.jpg" in warning and "--strict" in warning
+    path = config.submissions_dir("cervix") / "filled.csv"
+    sub = pd.read_csv(path).set_index("image_name")
+    prior = np.bincount(y) / len(y)
+    assert len(sub) == 12
+    for name in ("3.jpg", "7.jpg"):
+        assert np.allclose(sub.loc[name, CERVIX_CLASSES].to_numpy(dtype=float), prior)
+    record = read_json(provenance.record_path(path))
+    assert record["filled_rows"]["count"] == 2 and record["filled_rows"]["ids"] == ["3.jpg", "7.jpg"]
+    assert record["filled_rows"]["value"] == pytest.approx(dict(zip(CERVIX_CLASSES, prior)))
+
+
+def test_strict_refuses_missing_test_predictions(cervix_runs_lacking_two_test_images, capsys):
+    assert _stage("blend", "cervix", "sample", "--strict", "--name", "strict") == 2
+    line = next(x for x in capsys.readouterr().err.splitlines() if " ERROR " in x)
+    assert "2 test id(s) have no prediction" in line and "3.jpg" in line and "--strict" in line
+    assert not (config.submissions_dir("cervix") / "strict.csv").exists()
