@@ -353,3 +353,36 @@ def test_strict_refuses_missing_test_predictions(cervix_runs_lacking_two_test_im
     line = next(x for x in capsys.readouterr().err.splitlines() if " ERROR " in x)
     assert "2 test id(s) have no prediction" in line and "3.jpg" in line and "--strict" in line
     assert not (config.submissions_dir("cervix") / "strict.csv").exists()
+
+
+# ---------------------------------------------------------------- archive limits
+def _bomb_like_quora_zip(tmp_path):
+    """A genuine-looking train.csv whose rows repeat one long question: it deflates several hundred fold."""
+    from data_helpers import zip_bytes
+
+    question = "why is this question asked so many times " * 60
+    rows = "".join(f"{i},{2 * i},{2 * i + 1},{question},{question}?,{i % 2}\n" for i in range(2000))
+    train = ("id,qid1,qid2,question1,question2,is_duplicate\n" + rows).encode()
+    test = b"test_id,question1,question2\n0,a,b\n1,c,d\n"
+    folder = tmp_path / "bomb"
+    folder.mkdir()
+    (folder / "quora-question-pairs.zip").write_bytes(zip_bytes({"train.csv": train, "test.csv": test}))
+    return folder, len(train)
+
+
+def test_a_high_ratio_zip_entry_is_refused_before_it_is_unpacked(project, tmp_path, capsys):
+    import zipfile
+
+    folder, size = _bomb_like_quora_zip(tmp_path)
+    info = zipfile.ZipFile(folder / "quora-question-pairs.zip").getinfo("train.csv")
+    assert info.file_size / info.compress_size > 100
+    assert _stage("data", "quora", str(folder)) == 2
+    line = next(x for x in capsys.readouterr().err.splitlines() if " ERROR " in x)
+    assert "'train.csv'" in line and "ratio" in line and "--max-ratio" in line
+    assert not config.source_dir("quora", str(folder)).exists()
+    # the limit can be raised; the total can be capped
+    assert _stage("data", "quora", str(folder), "--max-ratio", "100000") == 0
+    assert _stage("data", "quora", str(folder), "--force", "--max-ratio", "100000", "--max-unpacked-gb",
+                  str(size / 2 / 1024**3)) == 2
+    line = next(x for x in capsys.readouterr().err.splitlines() if " ERROR " in x)
+    assert "over the limit" in line and "--max-unpacked-gb" in line

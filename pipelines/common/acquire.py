@@ -78,6 +78,14 @@ def _copy_tree(src: Path, dest: Path) -> int:
     return len(files)
 
 
+def _password(mod: ModuleType, folder: Path, password: str | None) -> str | None:
+    """The given password, else the one the competition's files carry in ``folder`` (``archive_password``
+    of pipelines.<comp>.data: a password file published beside an encrypted archive), else None."""
+    if password or not hasattr(mod, "archive_password"):
+        return password
+    return mod.archive_password(folder) or None
+
+
 def _unpack_into(archive: Path, root: Path, password: str | None, mod: ModuleType) -> None:
     """Unpack one archive into ``root`` (or the sub-folder the competition wants, e.g. additional/)."""
     members = []
@@ -272,7 +280,7 @@ def summary(manifest: dict, mod: ModuleType) -> list[str]:
 def acquire(comp: str, source: str, *, force: bool = False, seed: int = config.SEED, size: str = "default",
             n_train: int | None = None, n_test: int | None = None, n_per_class: int | None = None,
             image_size: int | None = None, password: str | None = None, files: list[str] | None = None,
-            api=None) -> dict:
+            api=None, max_unpacked_gb: float | None = None, max_ratio: float | None = None) -> dict:
     """Build data/<comp>/<label>/raw and manifest.json from ``source``; returns the manifest."""
     mod = comp_module(comp)
     kind, path = resolve_source(source)
@@ -314,7 +322,9 @@ def acquire(comp: str, source: str, *, force: bool = False, seed: int = config.S
     stage.lock_path.unlink(missing_ok=True)  # from here on the old raw/ no longer counts as complete
     tmp = out_dir / f".raw.tmp-{os.getpid()}"
     downloads = out_dir / "downloads"
+    unpack_limits = archives.limits(None if max_unpacked_gb is None else max_unpacked_gb * 1024**3, max_ratio)
     try:
+        unpack_limits.__enter__()
         tmp.mkdir()
         seen: set[str] = set()
         checksums = None
@@ -322,7 +332,9 @@ def acquire(comp: str, source: str, *, force: bool = False, seed: int = config.S
             log.info("generating the %s sample: %s", comp, ", ".join(f"{k}={v}" for k, v in options.items()))
             mod.generate_sample(tmp, **options)
         elif kind == "kaggle":
-            for f in kaggle_io.download(comp, downloads, api=api, files=files, force=force):
+            got = kaggle_io.download(comp, downloads, api=api, files=files, force=force)
+            password = _password(mod, downloads, password)
+            for f in got:
                 seen.add(f.name)
                 if archives.archive_kind(f) is not None:
                     try:
@@ -334,7 +346,8 @@ def acquire(comp: str, source: str, *, force: bool = False, seed: int = config.S
                 elif not archives.is_archive(f):
                     shutil.copy2(f, tmp / f.name)
         else:
-            seen = _import_local(path, tmp, mod, password)
+            seen = _import_local(path, tmp, mod, _password(mod, path, password))
+        password = _password(mod, tmp, password)
         try:
             archives.expand_nested(tmp, password, target_dir=mod.archive_target)
         except archives.BrokenArchiveError as exc:
@@ -373,6 +386,7 @@ def acquire(comp: str, source: str, *, force: bool = False, seed: int = config.S
                              f"bigger disk) and run again") from None
         raise
     finally:
+        unpack_limits.__exit__(None, None, None)
         shutil.rmtree(tmp, ignore_errors=True)
         with contextlib.suppress(OSError):
             out_dir.rmdir()  # only if the failed run left it empty
@@ -428,6 +442,12 @@ def add_arguments(parser) -> None:
     g.add_argument("--image-size", type=int, help="sample: cervix image side in pixels (default 192)")
     g.add_argument("--password", help=f"password of encrypted .7z archives (cervix test_stg2.7z); "
                                       f"or set {archives.PASSWORD_ENV}")
+    g.add_argument("--max-unpacked-gb", type=float, default=None,
+                   help=f"stop when archives would unpack to more than this many GB in all (default "
+                        f"{archives.MAX_UNPACKED_BYTES / 1024**3:.0f})")
+    g.add_argument("--max-ratio", type=float, default=None,
+                   help=f"refuse an archive entry that unpacks to more than this many times its compressed size "
+                        f"(default {archives.MAX_RATIO:.0f}; a zip bomb reaches thousands)")
     g.add_argument("--files", nargs="+", metavar="NAME",
                    help="kaggle: download only these competition files (e.g. train.7z test.7z "
                         "sample_submission_stg1.csv.zip) instead of everything")
@@ -436,5 +456,5 @@ def add_arguments(parser) -> None:
 def main(args) -> int:
     acquire(args.comp, args.source, force=args.force, seed=args.seed, size=args.size, n_train=args.n_train,
             n_test=args.n_test, n_per_class=args.n_per_class, image_size=args.image_size, password=args.password,
-            files=args.files)
+            files=args.files, max_unpacked_gb=args.max_unpacked_gb, max_ratio=args.max_ratio)
     return 0

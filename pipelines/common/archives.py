@@ -6,6 +6,7 @@ refused (a crafted archive must not write outside its destination). Broken or tr
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import filecmp
 import gzip
@@ -41,6 +42,56 @@ class PasswordError(StageError):
 
 class UnsafeArchiveError(StageError):
     """An entry would land outside the destination (absolute path, '..', link)."""
+
+
+class ArchiveLimitError(StageError):
+    """An archive would unpack to more than the limits allow (total bytes, or one entry's compression ratio)."""
+
+
+# Kaggle's largest competition download here (the cervix images with the additional sets) unpacks to about
+# 35 GB, and its CSVs and JPEGs compress 1-5 fold; a zip bomb reaches ratios of a thousand and more.
+MAX_UNPACKED_BYTES = 100 * 1024**3
+MAX_RATIO = 100.0
+RATIO_MIN_BYTES = 1 << 20  # entries smaller than this are not checked for their ratio (tiny text compresses well)
+
+
+class UnpackBudget:
+    """The limits of one data stage run: total bytes unpacked from every archive, and each entry's ratio."""
+
+    def __init__(self, max_bytes: float = MAX_UNPACKED_BYTES, max_ratio: float = MAX_RATIO):
+        self.max_bytes, self.max_ratio, self.used = max_bytes, max_ratio, 0
+
+    def check_entry(self, archive: Path, name: str, size: int, compressed: int | None) -> None:
+        if compressed is not None and size >= RATIO_MIN_BYTES and size > self.max_ratio * max(compressed, 1):
+            ratio = size / max(compressed, 1)
+            raise ArchiveLimitError(
+                f"{archive.name}: entry {name!r} would unpack to {human_size(size)} from {human_size(compressed)} "
+                f"(ratio {ratio:.0f}, limit {self.max_ratio:.0f}): not what a competition file looks like, so it was "
+                f"not unpacked; if you trust it, pass --max-ratio {int(ratio) + 1} (make data ARGS=...)")
+
+    def add(self, archive: Path, size: int) -> None:
+        if self.used + size > self.max_bytes:
+            raise ArchiveLimitError(
+                f"{archive.name}: unpacking it would bring the data to {human_size(self.used + size)}, over the "
+                f"limit of {human_size(self.max_bytes)}; if that is expected, pass --max-unpacked-gb "
+                f"{int((self.used + size) / 1024**3) + 1} (make data ARGS=...)")
+        self.used += size
+
+
+budget = UnpackBudget()
+
+
+@contextlib.contextmanager
+def limits(max_bytes: float | None = None, max_ratio: float | None = None):
+    """Every archive unpacked inside the block shares one budget with these limits (None: the defaults)."""
+    global budget
+    previous = budget
+    budget = UnpackBudget(MAX_UNPACKED_BYTES if max_bytes is None else max_bytes,
+                          MAX_RATIO if max_ratio is None else max_ratio)
+    try:
+        yield budget
+    finally:
+        budget = previous
 
 
 def archive_kind(path: Path) -> str | None:
@@ -159,6 +210,9 @@ def _extract_zip(archive: Path, dest: Path) -> list[Path]:
                 raise PasswordError(f"{archive.name} is an encrypted zip, which this pipeline does not unpack: "
                                     f"unpack it by hand and pass the folder as the source")
         files = [i for i in infos if not i.is_dir()]
+        for info in files:  # before anything is written: sizes are in the zip's directory
+            budget.check_entry(archive, info.filename, info.file_size, info.compress_size)
+        budget.add(archive, sum(i.file_size for i in files))
         for info in tqdm(files, desc=f"unzip {archive.name}", unit="file", disable=len(files) < 50, leave=False):
             zf.extract(info, dest)  # zipfile checks each entry's CRC while reading it
             written.append(Path(safe_member(info.filename, archive)))
@@ -180,6 +234,14 @@ def _extract_7z(archive: Path, dest: Path, password: str | None) -> list[Path]:
                 raise UnsafeArchiveError(f"{archive.name}: refusing link entry {entry.filename!r}")
         if sz.needs_password() and not password:
             raise _password_needed(archive)
+        files = [e for e in entries if not e.is_directory]
+        archive_bytes = archive.stat().st_size
+        for entry in files:
+            size = int(getattr(entry, "uncompressed", 0) or 0)
+            # A solid 7z compresses entries together: without an entry's own size, the whole archive bounds it.
+            compressed = getattr(entry, "compressed", None)
+            budget.check_entry(archive, entry.filename, size, int(compressed) if compressed else archive_bytes)
+        budget.add(archive, sum(int(getattr(e, "uncompressed", 0) or 0) for e in files))
         try:
             sz.extractall(path=dest)
         except py7zr.exceptions.PasswordRequired:
@@ -219,8 +281,15 @@ def _extract_split_7z(first: Path, dest: Path, password: str | None) -> list[Pat
 def _extract_gz(archive: Path, dest: Path) -> list[Path]:
     name = unpacked_name(archive)
     target = dest / name
+    compressed = archive.stat().st_size
+    written = 0
+    # A .gz does not say its unpacked size reliably (modulo 4 GB): count while writing, stop at a limit.
     with gzip.open(archive, "rb") as src, open(target, "wb") as out:
-        shutil.copyfileobj(src, out, 1 << 22)
+        while block := src.read(1 << 22):
+            written += len(block)
+            budget.check_entry(archive, name, written, compressed)
+            budget.add(archive, len(block))
+            out.write(block)
     return [Path(name)]
 
 
