@@ -386,3 +386,47 @@ def test_a_high_ratio_zip_entry_is_refused_before_it_is_unpacked(project, tmp_pa
                   str(size / 2 / 1024**3)) == 2
     line = next(x for x in capsys.readouterr().err.splitlines() if " ERROR " in x)
     assert "over the limit" in line and "--max-unpacked-gb" in line
+
+
+# ---------------------------------------------------------------- the small messages
+def _one_error(capsys) -> str:
+    errors = [x for x in capsys.readouterr().err.splitlines() if " ERROR " in x]
+    assert len(errors) == 1
+    return errors[0]
+
+
+def test_messages_name_the_users_path_not_the_temp_folder(project, tmp_path, capsys):
+    folder = _quora_folder(tmp_path / "mine", seed=1)
+    (folder / "train.csv").unlink()
+    assert _stage("data", "quora", str(folder)) == 2
+    line = _one_error(capsys)
+    assert ".raw.tmp-" not in line and str(folder.resolve()) in line
+
+
+def test_labels_written_as_floats_are_named(project, tmp_path, capsys):
+    folder = _quora_folder(tmp_path / "floats", seed=1)
+    train = pd.read_csv(folder / "train.csv", keep_default_na=False)
+    train["is_duplicate"] = train["is_duplicate"].astype(float)
+    train.to_csv(folder / "train.csv", index=False)
+    assert "1.0" in (folder / "train.csv").read_text()
+    assert _stage("data", "quora", str(folder)) == 2
+    line = _one_error(capsys)
+    assert "is_duplicate" in line and "line 2" in line and "1 and 0, not 1.0 and 0.0" in line and "[]" not in line
+
+
+def test_a_single_class_train_file_is_named_not_a_fold_count(project, tmp_path, capsys):
+    folder = _quora_folder(tmp_path / "one-class", seed=1)
+    train = pd.read_csv(folder / "train.csv", keep_default_na=False)
+    train.assign(is_duplicate=0).to_csv(folder / "train.csv", index=False)
+    assert _stage("data", "quora", str(folder)) == 2
+    line = _one_error(capsys)
+    assert "is_duplicate=0" in line and "both" in line and "--n-folds" not in line
+
+
+def test_features_on_a_single_class_do_not_suggest_fewer_folds(tmp_path):
+    from pipelines.quora.features import step_folds
+
+    np.save(tmp_path / "labels.npy", np.zeros(50, dtype=np.int8))
+    with pytest.raises(StageError) as err:
+        step_folds(tmp_path, {"n_folds": 5, "seed": 1})
+    assert "only is_duplicate=0" in str(err.value) and "--n-folds" not in str(err.value)

@@ -537,8 +537,19 @@ def _require_columns(df: pd.DataFrame, expected: list[str], path: Path, fix: str
 
 def _require_int(df: pd.DataFrame, column: str, path: Path, fix: str) -> None:
     if not pd.api.types.is_integer_dtype(df[column]):
-        bad = df[column][pd.to_numeric(df[column], errors="coerce").isna()].head(3).tolist()
-        raise StageError(f"{path.name}: column {column} must hold integers (found e.g. {bad}); {fix}")
+        values = df[column]
+        numeric = pd.to_numeric(values, errors="coerce")
+        if numeric.isna().any():  # text or empty fields
+            rows = np.flatnonzero(numeric.isna().to_numpy())[:3]
+            bad = [values.iloc[r] if not pd.isna(values.iloc[r]) else "(empty)" for r in rows]
+            where = ", ".join(f"{b!r} on line {r + 2}" for b, r in zip(bad, rows))
+            raise StageError(f"{path.name}: column {column} must hold integers, found {where}; {fix}")
+        # numbers written with a decimal point (1.0/0.0, as a spreadsheet or pandas may save them)
+        row = int(np.flatnonzero((numeric != numeric.round()).to_numpy())[0]) if (numeric != numeric.round()).any() \
+            else 0
+        raise StageError(f"{path.name}: column {column} must hold integers, found {values.iloc[row]!r} on line "
+                         f"{row + 2} (numbers with a decimal point): write it as whole numbers (e.g. 1 and 0, "
+                         f"not 1.0 and 0.0), or get the original file from {DATA_URL}")
 
 
 def _require_unique(df: pd.DataFrame, column: str, path: Path, fix: str) -> None:
@@ -580,6 +591,11 @@ def validate(raw_dir: Path) -> dict:
     if bad.any():
         raise StageError(f"{train_path.name}: is_duplicate must be 0 or 1, found {sorted(set(train.loc[bad, 'is_duplicate']))[:5]} "
                          f"in {int(bad.sum())} row(s); {fix}")
+    if train["is_duplicate"].nunique() < 2:
+        only = int(train["is_duplicate"].iloc[0]) if len(train) else None
+        raise StageError(f"{train_path.name}: every one of its {len(train)} pairs has is_duplicate={only}: a model "
+                         f"needs both duplicates and non-duplicates to learn from; check the file (a filtered or "
+                         f"truncated copy?) or {fix}")
     test = _read_csv(test_path, fix)
     _require_columns(test, TEST_COLUMNS, test_path, fix)
     _require_int(test, "test_id", test_path, fix)

@@ -368,7 +368,11 @@ def load_pairs(out: Path, part: str, columns=("qid1", "qid2")) -> pd.DataFrame:
 
 def step_folds(out: Path, params: dict) -> None:
     labels = np.load(out / "labels.npy")
-    if np.bincount(labels, minlength=2).min() < params["n_folds"]:
+    counts = np.bincount(labels, minlength=2)
+    if (counts == 0).any():  # no --n-folds helps: the data itself lacks a class
+        raise StageError(f"train.csv has only is_duplicate={int(np.argmax(counts))} pairs ({len(labels)} of them): "
+                         f"a model needs both classes; check the file and run `make data` again")
+    if counts.min() < params["n_folds"]:
         raise StageError(f"{len(labels)} train rows with {np.bincount(labels, minlength=2).tolist()} per class "
                          f"cannot make {params['n_folds']} stratified folds: use --n-folds smaller or more data")
     save_npy(out / "folds.npy", make_folds(labels, params["n_folds"], params["seed"]).astype(np.int8))
