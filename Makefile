@@ -14,20 +14,42 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 RUN := $(PY) -m pipelines
 COMPS := quora cervix
 
-.PHONY: help setup data features train blend submit compare all sample-all test bench clean clean-data
+.PHONY: help setup lock data features train blend submit compare all sample-all test bench clean clean-data
 
 help: ## list the targets (this message)
 	@echo "Usage: make <target> [COMP=quora|cervix] [SOURCE=sample|kaggle|<path>] [MODEL=...] [ARGS='--opt val']"
 	@echo
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml
-	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
-	@touch $@
+# The environment comes from a lock of every transitive dependency with its hashes (make lock).
+# GPU=1 installs requirements-gpu.lock (TensorFlow with CUDA); the choice sticks to the venv
+# ($(VENV)/.gpu), so later targets keep it; GPU=0 goes back to the CPU lock.
+GPU ?= $(if $(wildcard $(VENV)/.gpu),1,0)
+LOCK := $(if $(filter 1,$(GPU)),requirements-gpu.lock,requirements.lock)
+UV_VERSION := 0.13.9
+LOCK_ARGS := --extra test --group build --generate-hashes --universal --python-version 3.11 \
+             --custom-compile-command "make lock" --quiet $(ARGS)
 
-setup: $(VENV)/.installed ## create .venv (Python 3.11) and install the project with pinned dependencies
+$(VENV)/.installed: pyproject.toml $(LOCK)
+	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install --quiet --require-hashes -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
+	@if [ "$(GPU)" = 1 ]; then touch $(VENV)/.gpu; else rm -f $(VENV)/.gpu; fi
+	@echo $(LOCK) > $@
+
+# A venv installed from the other lock (GPU=1 after a CPU setup, or back) is installed again.
+ifneq ($(shell cat $(VENV)/.installed 2>/dev/null),$(LOCK))
+.PHONY: $(VENV)/.installed
+endif
+
+setup: $(VENV)/.installed ## create .venv (Python 3.11) from the lock file (GPU=1: with CUDA, requirements-gpu.lock)
+
+lock: ## regenerate requirements.lock and requirements-gpu.lock from pyproject.toml (index needed; ARGS=--upgrade)
+	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install --quiet uv==$(UV_VERSION)
+	$(PY) -m uv pip compile pyproject.toml $(LOCK_ARGS) -o requirements.lock
+	$(PY) -m uv pip compile pyproject.toml --extra gpu $(LOCK_ARGS) -o requirements-gpu.lock
 
 data: $(VENV)/.installed ## get a competition's raw data: COMP=quora|cervix SOURCE=sample|kaggle|<path>
 	$(RUN) data --comp $(COMP) --source $(SOURCE) $(ARGS)
