@@ -64,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("pipelines").error("%s", disk_full_error(exc.filename or config.ROOT, cleaned=False))
         return 2
     except KeyboardInterrupt:
+        # TensorFlow objects an interrupted fit left half-built log an "Object was never used" dump with a
+        # stack when they are collected, after this line: the interrupt is the whole story, so silence them.
+        for name in ("tensorflow", "absl"):
+            logging.getLogger(name).setLevel(logging.CRITICAL + 1)
         logging.getLogger("pipelines").error("interrupted: finished outputs are kept, partial ones were discarded; "
                                              "run the same command again to resume")
         return 130

@@ -430,3 +430,38 @@ def test_features_on_a_single_class_do_not_suggest_fewer_folds(tmp_path):
     with pytest.raises(StageError) as err:
         step_folds(tmp_path, {"n_folds": 5, "seed": 1})
     assert "only is_duplicate=0" in str(err.value) and "--n-folds" not in str(err.value)
+
+
+def test_ctrl_c_in_a_keras_fit_ends_with_one_line(tmp_path):
+    """What an interrupted fit leaves behind: a TensorFlow object whose collection logs an "Object was never
+    used" dump; the interrupt must still end with the one clean line."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "interrupt.py"
+    script.write_text('''
+import sys, types
+from pipelines import __main__ as cli
+
+def add_arguments(parser):
+    pass
+
+def main(args):
+    import tensorflow as tf
+    from tensorflow.python.util import tf_should_use
+    with tf.Graph().as_default():  # an op built but never run, as a fit interrupted while tracing leaves one
+        half_built = tf_should_use._TFShouldUseHelper("TensorArray", "<half-built>", sys._getframe(), False, True)
+    raise KeyboardInterrupt
+
+stage = types.ModuleType("interrupted_stage")
+stage.add_arguments, stage.main = add_arguments, main
+sys.modules["interrupted_stage"] = stage
+cli.STAGES["train"] = "interrupted_stage"
+sys.exit(cli.main(["train", "--comp", "quora"]))
+''')
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                          cwd=config.ROOT)
+    assert done.returncode == 130
+    lines = [x for x in done.stderr.splitlines() if x.strip() and "oneDNN" not in x and "absl::InitializeLog" not in x]
+    assert "Object was never used" not in done.stderr, done.stderr[-2000:]
+    assert len(lines) == 1 and "interrupted" in lines[0]
