@@ -3,11 +3,33 @@
     data/cervix/<source>/features/
         train_<S>.npy       (N, S, S, 3) uint8, RGB, one row per usable train image
         test_<S>.npy        (M, S, S, 3) uint8 (M may be 0)
-        train_labels.npy    (N,) int8: 0, 1, 2 for Type_1, Type_2, Type_3
+        train_labels.npy    (N,) int8: 0, 1, 2 for Type_1, Type_2, Type_3 (as fixed_labels_v2.csv corrects them)
         train_names.json    raw-relative paths, e.g. "train/Type_1/0.jpg" (the OOF ids)
         test_names.json     file names, e.g. "0.jpg" (the submission's image_name)
-        folds.npy           (N,) stratified fold ids (pipelines.common.cv.make_folds)
-        features.lock.json  stage cache: inputs, parameters, skipped files, timings
+        folds.npy           (N,) stratified fold ids (pipelines.common.cv.make_folds); -1: fit-only
+        fit_exclude.npy     (N, K) bool: row i never trains fold k's model (near-duplicates, see below)
+        features.lock.json  stage cache: inputs, parameters, skipped, relabelled and withdrawn files, timings
+
+Rows, in this order:
+    train/Type_k/*.jpg        the competition's train images, types as fixed_labels_v2.csv corrects them,
+                              minus the images removed_files.csv withdraws; validated (stratified folds)
+    test/<name>               the stage-1 test images with their released types (solution_stg1_release.csv;
+                              --stage1-labels, on when the file is there); validated like train/
+    additional/Type_k/*.jpg   with --use-additional: fit-only (fold -1), in the training part of every
+                              fold and in no validation fold, so the CV score stays on the competition's
+                              images and is comparable with and without them
+
+Near-duplicates (the additional set repeats train photos of the same patients): an additional image
+whose 256-bit difference hash (16x16 gradient signs of its grey thumbnail) is within
+TWIN_MAX_DISTANCE bits of a validated image's is that image's twin; it is kept out of the training
+part of the fold its twin is validated in (every such fold, for several twins), so no model is
+scored on an image it trained on a copy of. The hash catches copies re-saved at another size,
+quality or brightness, trimmed by about 1%; not a second photo of the same cervix from another angle
+or distance (those stay in every fold's training part).
+
+Test rows follow the stage (``--stage``, default 2 when raw/ holds test_stg2/ and
+sample_submission_stg2.csv, else 1): stage 1 the images of test/; stage 2 every image of
+sample_submission_stg2.csv (test/ and test_stg2/), in that file's order.
 
 Per image: Pillow decode with ``Image.draft`` (the JPEG decoder downscales by 1/2..1/8 while
 decoding, so 4128x3096 originals cost about as much as the 512-px copies), EXIF orientation
@@ -35,10 +57,12 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from pipelines import config
+from pipelines.cervix import data as cervix_data
 from pipelines.cervix.crop import find_cervix_box
 from pipelines.common.cv import make_folds
 from pipelines.common.io import atomic_path, read_json, save_npy, write_json
@@ -67,6 +91,9 @@ class Tensors:
     test_names: list[str]
     image_size: int
     lock_path: Path
+    fit_exclude: np.ndarray | None = None
+    stage: int = 1
+    data: dict | None = None  # what the rows are made of, when more than train/ (stage-1 labels, additional)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,7 +105,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--fit", choices=("crop", "pad"), default="crop",
                    help="how a non-square image becomes square: centre crop (default) or centre pad")
     g.add_argument("--use-additional", action="store_true",
-                   help="also train on raw/additional/Type_k/*.jpg (Kaggle's additional images)")
+                   help="also train on raw/additional/Type_k/*.jpg (Kaggle's additional images): in training "
+                        "folds only, never validated; near-duplicates of validated images kept out of their folds")
+    g.add_argument("--stage", dest="test_stage", type=int, choices=(1, 2), default=None,
+                   help="test images to predict: 1 = test/ (sample_submission_stg1.csv), 2 = every image of "
+                        "sample_submission_stg2.csv (test/ and test_stg2/; the format Kaggle scores). Default 2 "
+                        "when raw/ has test_stg2/ and sample_submission_stg2.csv, else 1")
+    g.add_argument("--stage1-labels", action=argparse.BooleanOptionalAction, default=None,
+                   help="train (and validate) on the stage-1 test images with their released types "
+                        "(solution_stg1_release.csv); default: on when the file is there")
     g.add_argument("--n-folds", type=int, default=config.N_FOLDS, help=f"CV folds (default {config.N_FOLDS})")
     g.add_argument("--workers", type=int, default=None, help="decoding threads (default: one per core)")
     g.add_argument("--force", action="store_true", help="rebuild even when the cache is up to date")
@@ -102,6 +137,73 @@ def list_train_images(raw: Path, use_additional: bool) -> list[tuple[str, int]]:
             if folder.is_dir():
                 out += [(p.relative_to(raw).as_posix(), label) for p in sorted(folder.iterdir()) if is_image(p)]
     return out
+
+
+def list_stage2_images(raw: Path) -> tuple[list[str], list[str]]:
+    """(raw-relative paths of sample_submission_stg2.csv's images, in its order; names found nowhere)."""
+    sub = pd.read_csv(raw / cervix_data.SAMPLE_SUBMISSIONS[2], usecols=["image_name"], dtype=str)
+    paths, missing = [], []
+    for name in sub["image_name"].str.strip():
+        found = [f"{d}/{name}" for d in ("test", "test_stg2") if is_image(raw / d / name)]
+        if len(found) > 1:
+            raise StageError(f"{name} is in both test/ and test_stg2/ of {raw}: which one "
+                             f"{cervix_data.SAMPLE_SUBMISSIONS[2]} means is unclear; run `make data` again")
+        if found:
+            paths.append(found[0])
+        else:
+            missing.append(name)
+    return paths, missing
+
+
+def resolve_stage(raw: Path, stage: int | None) -> int:
+    available = cervix_data.available_stage(raw)
+    if stage is None:
+        if (raw / cervix_data.SAMPLE_SUBMISSIONS[2]).is_file() and available == 1:
+            log.warning("%s is in raw/ but test_stg2/ is not: predicting stage 1; unpack test_stg2.7z (`make "
+                        "data COMP=cervix`, its password in %s) for the stage-2 submission Kaggle scores",
+                        cervix_data.SAMPLE_SUBMISSIONS[2], cervix_data.PASSWORD_FILE)
+        return available
+    if stage == 2 and available != 2:
+        lacking = [n for n in (cervix_data.SAMPLE_SUBMISSIONS[2], "test_stg2/") if not (raw / n).exists()]
+        raise StageError(f"--stage 2: {raw} lacks {' and '.join(lacking)}; get test_stg2.7z and "
+                         f"sample_submission_stg2.csv from {cervix_data.DATA_URL} (`make data COMP=cervix`), "
+                         f"or pass --stage 1")
+    return stage
+
+
+# ---------------------------------------------------------------------------------------------
+# near-duplicates
+
+TWIN_MAX_DISTANCE = 24  # bits of 256; README (cervix features) gives the distances it sits between
+
+
+def difference_hash(images: np.ndarray, batch: int = 512) -> np.ndarray:
+    """(N, 32) uint8: 256-bit difference hashes (signs of the horizontal gradient of a 16x17 grey thumbnail)."""
+    out = np.zeros((len(images), 32), dtype=np.uint8)
+    for start in range(0, len(images), batch):
+        for i, image in enumerate(np.asarray(images[start:start + batch])):
+            grey = Image.fromarray(image).convert("L").resize((17, 16), Image.BOX)
+            a = np.asarray(grey, dtype=np.int16)
+            out[start + i] = np.packbits((a[:, 1:] > a[:, :-1]).reshape(-1))
+    return out
+
+
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint16)
+
+
+def hash_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) Hamming distances between packed hashes."""
+    return _POPCOUNT[np.bitwise_xor(a[:, None, :], b[None, :, :])].sum(axis=2)
+
+
+def twins_of(extra: np.ndarray, validated: np.ndarray, max_distance: int = TWIN_MAX_DISTANCE,
+             block: int = 256) -> list[np.ndarray]:
+    """For each hash in ``extra``, the indices of the ``validated`` hashes within ``max_distance`` bits."""
+    found = []
+    for start in range(0, len(extra), block):
+        d = hash_distances(extra[start:start + block], validated)
+        found += [np.flatnonzero(row <= max_distance) for row in d]
+    return found
 
 
 def list_test_images(raw: Path) -> list[str]:
@@ -218,12 +320,13 @@ def write_image_tensor(paths: list[Path], out_path: Path, size: int, crop: bool,
 
 def output_names(size: int) -> list[str]:
     return [f"train_{size}.npy", f"test_{size}.npy", "train_labels.npy", "train_names.json", "test_names.json",
-            "folds.npy"]
+            "folds.npy", "fit_exclude.npy"]
 
 
 def build_features(source: str, image_size: int = DEFAULT_IMAGE_SIZE, crop: bool = False, fit: str = "crop",
                    use_additional: bool = False, n_folds: int = config.N_FOLDS, seed: int = config.SEED,
-                   workers: int | None = None, force: bool = False) -> Path:
+                   workers: int | None = None, force: bool = False, stage: int | None = None,
+                   stage1_labels: bool | None = None) -> Path:
     """Run the tensor stage for one source; returns the features folder."""
     if image_size < 8:
         raise StageError(f"--image-size {image_size} is too small; use at least 8 (default {DEFAULT_IMAGE_SIZE})")
@@ -233,30 +336,69 @@ def build_features(source: str, image_size: int = DEFAULT_IMAGE_SIZE, crop: bool
     out_dir = config.features_dir("cervix", source)
     source_dir = config.source_dir("cervix", source)
     excluded = excluded_images(source_dir)
+    stage = resolve_stage(raw, stage)
+    solution = cervix_data.stage1_labels(raw)
+    if stage1_labels and solution is None:
+        raise StageError(f"--stage1-labels: no {cervix_data.STAGE1_SOLUTION} in {raw}; get it from "
+                         f"{cervix_data.DATA_URL} (`make data COMP=cervix`) or pass --no-stage1-labels")
+    stage1_labels = solution is not None if stage1_labels is None else stage1_labels
     params = {"image_size": image_size, "crop": crop, "fit": fit, "use_additional": use_additional,
-              "n_folds": n_folds, "seed": seed, "excluded": sorted(excluded)}
-    deps = [raw / "train", raw / "test", source_dir / "manifest.json"]
+              "n_folds": n_folds, "seed": seed, "excluded": sorted(excluded), "stage": stage,
+              "stage1_labels": stage1_labels}
+    if use_additional:
+        params["twin_max_distance"] = TWIN_MAX_DISTANCE
+    deps = [raw / "train", raw / "test", source_dir / "manifest.json", raw / cervix_data.FIXED_LABELS,
+            raw / cervix_data.REMOVED_FILES]
     if use_additional:
         deps.append(raw / "additional")
-    stage = Stage("features", out_dir, deps=deps, params=params, outs=output_names(image_size))
-    if not force and stage.up_to_date():
-        log.info(stage.skip_message())
+    if stage1_labels:
+        deps.append(raw / cervix_data.STAGE1_SOLUTION)
+    if stage == 2:
+        deps += [raw / "test_stg2", raw / cervix_data.SAMPLE_SUBMISSIONS[2]]
+    stage_cache = Stage("features", out_dir, deps=deps, params=params, outs=output_names(image_size))
+    if not force and stage_cache.up_to_date():
+        log.info(stage_cache.skip_message())
         return out_dir
-    log.info("features: building (%s)", stage.why_stale() if not force else "forced")
+    log.info("features: building (%s)", stage_cache.why_stale() if not force else "forced")
 
+    # The organisers' corrections, then the rows: train/, the labelled stage-1 test images, additional/.
+    corrections = cervix_data.organiser_labels(raw)
+    relabelled, withdrawn = corrections["relabelled"], set(corrections["removed"])
     train_items = list_train_images(raw, use_additional)
-    test_items = list_test_images(raw)
-    if (raw / "test_stg2").is_dir():
-        log.info("raw/test_stg2 is present but not used: the submission follows sample_submission_stg1.csv (test/)")
     if use_additional and not (raw / "additional").is_dir():
         log.warning("--use-additional: %s does not exist; training on train/ only", raw / "additional")
     skipped = {p: "excluded by the data stage (corrupt)" for p, _ in train_items if p in excluded}
-    skipped.update({p: "excluded by the data stage (corrupt)" for p in test_items if p in excluded})
-    train_items = [(p, y) for p, y in train_items if p not in excluded]
-    test_items = [p for p in test_items if p not in excluded]
-    if not train_items:
+    skipped.update({p: f"withdrawn by the organisers ({cervix_data.REMOVED_FILES})" for p, _ in train_items
+                    if p in withdrawn and p not in excluded})
+    applied = {p: relabelled[p] for p, _ in train_items if p in relabelled and p not in excluded}
+    train_items = [(p, CLASS_NAMES.index(relabelled[p]) if p in relabelled else y) for p, y in train_items
+                   if p not in excluded and p not in withdrawn]
+    if not any(p.startswith("train/") for p, _ in train_items):
         raise StageError(f"no train images under {raw}/train/Type_1..3 (jpg/png): "
                          f"run `make data COMP=cervix SOURCE={source}` again")
+    competition = [it for it in train_items if it[0].startswith("train/")]
+    additional = [it for it in train_items if not it[0].startswith("train/")]
+    labelled_test = []
+    if stage1_labels:
+        labelled_test = [(p, solution[Path(p).name]) for p in list_test_images(raw)
+                         if Path(p).name in solution and p not in excluded]
+        unknown = len(solution) - len(labelled_test)
+        if unknown:
+            log.warning("%s: %d labelled image(s) not usable in test/ (absent or corrupt)",
+                        cervix_data.STAGE1_SOLUTION, unknown)
+    train_items = competition + labelled_test + additional
+    n_validated = len(competition) + len(labelled_test)
+
+    if stage == 2:
+        test_items, absent = list_stage2_images(raw)
+        if absent:
+            log.warning("%d image(s) of %s are in neither test/ nor test_stg2/ (e.g. %s) and get no prediction; "
+                        "the submission check will name them", len(absent), cervix_data.SAMPLE_SUBMISSIONS[2],
+                        ", ".join(absent[:3]))
+    else:
+        test_items = list_test_images(raw)
+    skipped.update({p: "excluded by the data stage (corrupt)" for p in test_items if p in excluded})
+    test_items = [p for p in test_items if p not in excluded]
 
     workers = workers or config.n_workers()
     t0 = time.perf_counter()
@@ -275,28 +417,61 @@ def build_features(source: str, image_size: int = DEFAULT_IMAGE_SIZE, crop: bool
 
     train_names = [train_items[i][0] for i in kept]
     labels = np.array([train_items[i][1] for i in kept], dtype=np.int8)
-    counts = np.bincount(labels, minlength=len(CLASS_NAMES))
+    validated = kept < n_validated
+    counts = np.bincount(labels[validated], minlength=len(CLASS_NAMES))
     if counts.min() < n_folds:
         raise StageError(f"too few images for {n_folds}-fold CV: per class {dict(zip(CLASS_NAMES, counts.tolist()))}; "
                          f"add images or pass --n-folds {max(2, int(counts.min()))}")
-    folds = make_folds(labels, n_folds, seed)
+    folds = np.full(len(labels), -1, dtype=np.int8)
+    folds[validated] = make_folds(labels[validated], n_folds, seed)
+    fit_exclude = np.zeros((len(labels), n_folds), dtype=bool)
+    twins: dict[str, list[str]] = {}
+    if not validated.all():
+        x = np.load(out_dir / f"train_{image_size}.npy", mmap_mode="r")
+        rows_v, rows_x = np.flatnonzero(validated), np.flatnonzero(~validated)
+        hashes = difference_hash(x)
+        for i, found in zip(rows_x, twins_of(hashes[rows_x], hashes[rows_v])):
+            if len(found):
+                fit_exclude[i, np.unique(folds[rows_v[found]])] = True
+                twins[train_names[i]] = [train_names[j] for j in rows_v[found]]
+        del x
     save_npy(out_dir / "train_labels.npy", labels)
     save_npy(out_dir / "folds.npy", folds)
+    save_npy(out_dir / "fit_exclude.npy", fit_exclude)
     write_json(out_dir / "train_names.json", train_names)
     write_json(out_dir / "test_names.json", [Path(test_items[i]).name for i in kept_test])
 
     n_images = len(train_paths) + len(test_items)
+    if applied or withdrawn:
+        shown = ", ".join(f"{p} -> {t}" for p, t in list(applied.items())[:3])
+        n_withdrawn = sum(1 for why in skipped.values() if why.startswith("withdrawn"))
+        log.info("organisers' corrections: %d image(s) change type (%s%s), %d withdrawn (%s)", len(applied),
+                 cervix_data.FIXED_LABELS, f": {shown}" + (" ..." if len(applied) > 3 else "") if shown else "",
+                 n_withdrawn, cervix_data.REMOVED_FILES)
+    n_extra = int((~validated).sum())
+    if n_extra:
+        log.info("additional: %d image(s) in training folds only; %d near-duplicate(s) of validated images kept out "
+                 "of their twins' folds, %d of them in no fold's training", n_extra, len(twins),
+                 int(fit_exclude.all(axis=1).sum()))
     if skipped:
         shown = "; ".join(f"{p} ({why})" for p, why in list(skipped.items())[:5])
         log.warning("skipped %d unusable image(s): %s%s", len(skipped), shown, " ..." if len(skipped) > 5 else "")
     rate = n_images / seconds if seconds > 0 else float("nan")
-    log.info("features: %d train (%s) + %d test images at %dx%d in %.1fs (%.0f images/s)%s -> %s",
-             len(train_names), ", ".join(f"{c} {n}" for c, n in zip(CLASS_NAMES, counts)), len(kept_test),
+    log.info("features: %d train (%s)%s%s + %d stage-%d test images at %dx%d in %.1fs (%.0f images/s)%s -> %s",
+             int(validated.sum()), ", ".join(f"{c} {n}" for c, n in zip(CLASS_NAMES, counts)),
+             f", of them {int((validated & np.array([n.startswith('test/') for n in train_names], bool)).sum())} "
+             f"stage-1 test images" if labelled_test else "",
+             f", + {n_extra} fit-only additional" if n_extra else "", len(kept_test), stage,
              image_size, image_size, seconds, rate,
              f"; crop fell back to the centre on {fallbacks + test_fallbacks}" if crop else "", out_dir)
-    stage.done(extra={"skipped": skipped, "counts": dict(zip(CLASS_NAMES, counts.tolist())),
-                      "n_train": len(train_names), "n_test": len(kept_test), "decode_seconds": round(seconds, 3),
-                      "images_per_second": round(rate, 2), "crop_fallbacks": fallbacks + test_fallbacks})
+    stage_cache.done(extra={
+        "skipped": skipped, "counts": dict(zip(CLASS_NAMES, counts.tolist())),
+        "n_train": int(validated.sum()), "n_test": len(kept_test), "test_stage": stage,
+        "n_stage1_labelled": sum(1 for n in train_names if n.startswith("test/")),
+        "n_fit_only": n_extra, "relabelled": applied,
+        "withdrawn": sorted(p for p, why in skipped.items() if why.startswith("withdrawn")),
+        "twins": twins, "decode_seconds": round(seconds, 3), "images_per_second": round(rate, 2),
+        "crop_fallbacks": fallbacks + test_fallbacks})
     return out_dir
 
 
@@ -317,7 +492,14 @@ def load_tensors(source: str, image_size: int | None = None) -> Tensors:
     if missing:
         raise StageError(f"cervix features in {out_dir} are incomplete (missing {', '.join(missing)}): "
                          f"run `make features COMP=cervix SOURCE={source}` again")
+    lock = read_json(lock_path)
+    data = {k: lock[k] for k in ("n_stage1_labelled", "n_fit_only") if lock.get(k)}
+    if lock.get("n_fit_only"):
+        data["twins"] = len(lock.get("twins") or {})
     return Tensors(
+        fit_exclude=np.load(out_dir / "fit_exclude.npy"),
+        stage=int(lock["params_used"].get("stage", 1)),
+        data=data or None,
         x_train=np.load(out_dir / f"train_{built}.npy", mmap_mode="r"),
         y=np.load(out_dir / "train_labels.npy").astype(np.int64),
         folds=np.load(out_dir / "folds.npy"),
@@ -332,5 +514,5 @@ def load_tensors(source: str, image_size: int | None = None) -> Tensors:
 def main(args: argparse.Namespace) -> int:
     build_features(args.source, image_size=args.image_size, crop=args.crop, fit=args.fit,
                    use_additional=args.use_additional, n_folds=args.n_folds, seed=args.seed,
-                   workers=args.workers, force=args.force)
+                   workers=args.workers, force=args.force, stage=args.test_stage, stage1_labels=args.stage1_labels)
     return 0

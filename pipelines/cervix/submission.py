@@ -3,25 +3,63 @@
 The generic checks and the writing are in pipelines.common.submission; this module says what the
 columns are, where the sample submission is, and how a test.parquet frame becomes the file:
 probabilities floored (``--cervix-min-prob``, default only 1e-15), each row renormalised to sum 1,
-sorted by image name as Kaggle's sample_submission_stg1.csv is.
+sorted by image name.
+
+Which sample submission a file must match: the blend's follows the stage the test tensors were built
+for (``make features ARGS='--stage 1|2'``; recorded in the features lock), the upload check
+(``make submit``) the stage Kaggle scores: stage 2 (sample_submission_stg2.csv, 4,018 rows) whenever
+raw/ holds that file.
 """
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from pipelines.common.io import read_json
 from pipelines.common.log import StageError
+
+log = logging.getLogger(__name__)
 
 ID_COLUMN = "image_name"
 PRED_COLUMNS = ["Type_1", "Type_2", "Type_3"]
 EPS = 1e-15
 
 
+SAMPLE_SUBMISSIONS = {1: "sample_submission_stg1.csv", 2: "sample_submission_stg2.csv"}
+
+
+def scored_stage(raw_dir: Path) -> int:
+    """The stage Kaggle scores, as far as raw/ can tell: 2 when sample_submission_stg2.csv is there."""
+    return 2 if (Path(raw_dir) / SAMPLE_SUBMISSIONS[2]).is_file() else 1
+
+
+def features_stage(raw_dir: Path) -> int | None:
+    """The stage the test tensors beside raw/ were built for (None: no features yet, or built before stages)."""
+    lock = Path(raw_dir).parent / "features" / "features.lock.json"
+    try:
+        stage = read_json(lock).get("params_used", {}).get("stage") if lock.is_file() else None
+    except (OSError, ValueError):
+        return None
+    return int(stage) if stage in (1, 2) else None
+
+
 def sample_submission_path(raw_dir: Path) -> Path:
-    return Path(raw_dir) / "sample_submission_stg1.csv"
+    """The sample submission a new file must match: that of the features' stage, else the scored stage."""
+    return Path(raw_dir) / SAMPLE_SUBMISSIONS[features_stage(raw_dir) or scored_stage(raw_dir)]
+
+
+def scored_submission_path(raw_dir: Path) -> Path:
+    """The sample submission an upload must match: the stage Kaggle scores (stage 2 whenever raw/ has it)."""
+    stage = scored_stage(raw_dir)
+    if stage == 1:
+        log.warning("Kaggle scores this competition in the stage-2 format (sample_submission_stg2.csv, 4,018 "
+                    "rows) and raw/ holds only stage 1: the file is checked against sample_submission_stg1.csv; "
+                    "get test_stg2.7z and sample_submission_stg2.csv (`make data COMP=cervix`) for a scored one")
+    return Path(raw_dir) / SAMPLE_SUBMISSIONS[stage]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

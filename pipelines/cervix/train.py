@@ -158,12 +158,17 @@ def train_models(args: argparse.Namespace) -> dict[str, dict]:
         net = net_options(args, name, weights) if name != "bow_svm" else None
         model = make_model(name, tensors.x_train, tensors.y, x_test, tensors.image_size, bow=bow, net=net,
                            checkpoint_every_s=args.checkpoint_every)
+        if tensors.data:  # recorded in params.json and run.json: what the rows were beyond train/
+            model.params = {**model.params, "data": tensors.data}
         out_dir = config.model_dir("cervix", args.source, name)
-        log.info("%s: %d-fold CV on %d images at %d px -> %s", name, int(tensors.folds.max()) + 1,
-                 len(tensors.y), tensors.image_size, out_dir)
+        n_fit_only = int((tensors.folds < 0).sum())
+        log.info("%s: %d-fold CV on %d images%s at %d px, stage-%d test set -> %s", name,
+                 int(tensors.folds.max()) + 1, len(tensors.y) - n_fit_only,
+                 f" (+ {n_fit_only} fit-only)" if n_fit_only else "", tensors.image_size, tensors.stage, out_dir)
         results[name] = run_cv(model, comp="cervix", source=args.source, out_dir=out_dir, y=tensors.y,
                                folds=tensors.folds, train_ids=train_ids, test_ids=test_ids, task="multiclass",
-                               class_names=CLASS_NAMES, seed=args.seed, inputs=inputs, resume=not args.no_resume)
+                               class_names=CLASS_NAMES, seed=args.seed, inputs=inputs, resume=not args.no_resume,
+                               fit_exclude=tensors.fit_exclude)
     for name, res in results.items():
         if res.get("complete"):
             log.info("%-13s CV log loss %.4f  accuracy %.3f  fit %.0fs", name, res["log_loss"], res["accuracy"],

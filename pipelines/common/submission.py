@@ -54,11 +54,16 @@ def _examples(values, n: int = 5) -> str:
     return ", ".join(values[:n]) + more
 
 
-def reference_ids(comp: str, source: str) -> np.ndarray:
-    """The ids a submission must cover, as strings: the sample submission's, else the test set's."""
+def reference_ids(comp: str, source: str, scored: bool = False) -> np.ndarray:
+    """The ids a submission must cover, as strings: the sample submission's, else the test set's.
+
+    ``scored``: of the sample submission the competition scores uploads against now
+    (``scored_submission_path`` where the competition has stages), not that of the predictions made.
+    """
     mod = competition_module(comp)
     raw = config.raw_dir(comp, source)
-    sample = mod.sample_submission_path(raw)
+    sample = (getattr(mod, "scored_submission_path", mod.sample_submission_path) if scored
+              else mod.sample_submission_path)(raw)
     if sample.exists():
         ids = pd.read_csv(sample, usecols=[mod.ID_COLUMN], dtype={mod.ID_COLUMN: str})[mod.ID_COLUMN]
         return ids.to_numpy(dtype=object)
@@ -138,12 +143,17 @@ def read_submission(comp: str, path: Path) -> pd.DataFrame:
         raise StageError(f"{path} is not a readable CSV: {exc}") from exc
 
 
-def validate_submission_file(comp: str, path: Path, source: str) -> None:
-    """Check a submission CSV against the test ids of ``source`` (StageError naming the file)."""
+def validate_submission_file(comp: str, path: Path, source: str, scored: bool = True) -> None:
+    """Check a submission CSV (an upload) against the test ids of ``source`` (StageError naming the file);
+    ``scored``: against the sample submission the competition scores now (see reference_ids)."""
     df = read_submission(comp, path)
     try:
-        validate_submission(comp, df, reference_ids(comp, source))
+        validate_submission(comp, df, reference_ids(comp, source, scored=scored))
     except StageError as exc:
+        mod = competition_module(comp)
+        if scored and hasattr(mod, "scored_submission_path"):
+            exc = StageError(f"{exc} (checked against {mod.scored_submission_path(config.raw_dir(comp, source)).name}, "
+                             f"the format {comp} is scored in)")
         raise StageError(f"{path}: {exc}") from exc
     log.info("%s: a valid %s submission (%d rows)", path, comp, len(df))
 
