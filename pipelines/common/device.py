@@ -107,9 +107,26 @@ def choose(requested: str, gpus: Sequence[GpuInfo], precision: str = "auto") -> 
     return DeviceChoice("gpu", precision, tuple(gpus))
 
 
+def tensorflow_wheels_clash(installed: Sequence[str] | None = None) -> str | None:
+    """A line saying how to repair an environment holding both tensorflow-cpu and tensorflow (both write
+    the one ``tensorflow`` package: ``pip install -e '.[gpu]'`` by hand on Linux does that), else None."""
+    if installed is None:
+        import importlib.metadata
+
+        installed = [d.metadata["Name"].lower() for d in importlib.metadata.distributions() if d.metadata]
+    names = {n.replace("_", "-").lower() for n in installed}
+    if {"tensorflow", "tensorflow-cpu"} <= names:
+        return ("both tensorflow and tensorflow-cpu are installed and overwrite each other's files: install the "
+                "GPU environment from its lock (rm -rf .venv && make setup GPU=1), or the CPU one (make setup)")
+    return None
+
+
 def choose_tensorflow(requested: str = "auto", precision: str = "auto",
                       gpus: Sequence[GpuInfo] | None = None) -> DeviceChoice:
     """``choose`` with the GPUs TensorFlow sees (when ``gpus`` is not given)."""
+    clash = tensorflow_wheels_clash()
+    if clash:
+        log.warning(clash)
     return choose(requested, tensorflow_gpus() if gpus is None else list(gpus), precision)
 
 
