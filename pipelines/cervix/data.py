@@ -168,11 +168,11 @@ def write_7z(path: Path, members: dict[str, bytes], rng: np.random.Generator, pa
 
 def _near_copy(data: bytes, rng: np.random.Generator) -> bytes:
     """Another JPEG of the same photo (as Kaggle's additional set repeats train photos): upright, its
-    border trimmed by up to 1%, scaled down to 60-90%, slightly darker, saved at another quality."""
+    border trimmed by up to 0.5%, scaled down to 70-90%, slightly darker, saved at another quality."""
     with Image.open(io.BytesIO(data)) as im:
         img = ImageOps.exif_transpose(im).convert("RGB")
     w, h = img.size
-    trim, scale = rng.uniform(0.0, 0.01), rng.uniform(0.6, 0.9)
+    trim, scale = rng.uniform(0.0, 0.005), rng.uniform(0.7, 0.9)
     box = (int(w * trim), int(h * trim), w - int(w * trim), h - int(h * trim))
     img = img.crop(box).resize((max(1, int(w * scale)), max(1, int(h * scale))), Image.Resampling.BILINEAR)
     img = Image.fromarray(np.clip(np.asarray(img, np.float32) * rng.uniform(0.92, 0.98), 0, 255).astype(np.uint8))
