@@ -174,7 +174,7 @@ def resolve_stage(raw: Path, stage: int | None) -> int:
 # ---------------------------------------------------------------------------------------------
 # near-duplicates
 
-TWIN_MAX_DISTANCE = 28  # bits of 256; README (cervix features) gives the distances it sits between
+TWIN_MAX_DISTANCE = 28  # bits of 256: a copy finds its photo, distinct photos lie beyond (tests/test_cervix_stage2.py)
 
 
 def difference_hash(images: np.ndarray, batch: int = 512) -> np.ndarray:
