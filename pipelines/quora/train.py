@@ -73,6 +73,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="the text alone: the two question encodings, without the pair features")
     nn.add_argument("--pooling", choices=["max", "last"], default="max",
                     help="question encoding: max over the encoder's time steps (default) or its last state")
+    nn.add_argument("--device", choices=["auto", "cpu", "gpu"], default=None,
+                    help="auto (default, or $PIPELINES_DEVICE): the GPU when TensorFlow sees one, else the CPU; "
+                         "gpu: the GPU, or stop saying how to get one")
+    nn.add_argument("--precision", choices=["auto", "float32", "mixed_float16"], default="auto",
+                    help="auto: mixed_float16 on a GPU with tensor cores (output layer float32), float32 elsewhere")
     nn.add_argument("--execution", choices=["auto", "graph", "eager"], default="auto",
                     help="TensorFlow graphs, or eager execution (auto: eager below 2,000 train pairs, where "
                          "tracing the graphs costs more than it saves)")
@@ -94,6 +99,7 @@ def build_model(name: str, data: QuoraFeatures, args: argparse.Namespace):
                          early_stopping_rounds=args.lgbm_early_stopping, bow_columns=args.lgbm_bow_columns,
                          device=getattr(args, "lgbm_device", "cpu"))
     if name in ("siamese_lstm", "siamese_gru"):
+        from pipelines.common.device import default_device as device_default
         from pipelines.quora.models.siamese import SiameseModel
 
         epochs = args.epochs or (SAMPLE_EPOCHS if config.source_label(args.source) == "sample" else DEFAULT_EPOCHS)
@@ -101,7 +107,9 @@ def build_model(name: str, data: QuoraFeatures, args: argparse.Namespace):
                             patience=args.patience, bidirectional=args.bidirectional, fine_tune=args.fine_tune,
                             with_features=args.with_features, dense=args.dense, dropout=args.dropout,
                             learning_rate=args.learning_rate, pooling=args.pooling, execution=args.execution,
-                            seed=args.seed, checkpoint_every_s=args.checkpoint_every)
+                            seed=args.seed, checkpoint_every_s=args.checkpoint_every,
+                            device=getattr(args, "device", None) or device_default(),
+                            precision=getattr(args, "precision", "auto"))
     raise ValueError(f"unknown model {name!r}; use one of {', '.join(MODELS)}")
 
 

@@ -443,6 +443,13 @@ class KerasImageModel:
     def fit(self, fold: int, train_idx: np.ndarray, valid_idx: np.ndarray, fold_dir: Path):
         import keras
 
+        from pipelines.common import device as device_mod
+
+        # The device (PIPELINES_DEVICE, default auto) goes into run.json; float32 on every device: mixed
+        # precision is not yet checked on a GPU with the augmentation layers (the head is float32 already).
+        choice = device_mod.choose_tensorflow(device_mod.default_device(), "float32")
+        device_mod.apply_tensorflow(choice)
+        self.device = choice.record()
         keras.backend.clear_session()
         keras.utils.set_random_seed(self.opts.seed + fold)
         files = fold_files(fold_dir)

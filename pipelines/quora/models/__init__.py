@@ -102,5 +102,16 @@ class QuoraFeatures:
         """Padded token ids (int32 (n, max_len), 0 = padding), memory-mapped: slice what you need."""
         return np.load(self.path(f"seq_{question}_{part}.npy"), mmap_mode="r")
 
+    def question_ids(self, part: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(qid1, qid2) of every pair of 'train' or 'test': one id per distinct normalised question over
+        train and test (the features stage's text step), or None when the features have no text file."""
+        import pyarrow.parquet as pq
+
+        path = self.dir / f"text_{part}.parquet"
+        if not path.exists():
+            return None
+        table = pq.read_table(path, columns=["qid1", "qid2"])
+        return table.column("qid1").to_numpy(), table.column("qid2").to_numpy()
+
     def embedding_matrix(self) -> np.ndarray:
         return np.load(self.path("embedding_matrix.npy")).astype(np.float32)

@@ -18,6 +18,9 @@ Threads: ``config.n_workers()``, but one thread per 20,000 train rows at most: o
 LightGBM's OpenMP threads cost more than they gain (on the shared 2-core dev machine, 2 threads
 made a 300-row fit 15 times slower than 1). The count is recorded in the parameters because the
 floating-point summation order, hence the last digits of the model, depend on it.
+
+Device: ``--lgbm-device cpu`` (default) or ``gpu`` (LightGBM's OpenCL GPU learner,
+``device_type=gpu``; pipelines/common/device.py checks before the first fold that it can run).
 """
 from __future__ import annotations
 
@@ -57,14 +60,21 @@ def lgb_feature_names(columns) -> list[str]:
 class LgbmModel:
     name = "lgbm"
 
-    def __init__(self, data: QuoraFeatures, seed: int = 42, **overrides):
+    def __init__(self, data: QuoraFeatures, seed: int = 42, device: str = "cpu", **overrides):
+        from pipelines.common.device import check_lightgbm_device, lightgbm_params
+
         self.data = data
+        self._device_params = lightgbm_params(device)  # validates --lgbm-device
+        check_lightgbm_device(device)  # an unusable GPU: one line now, not a LightGBM trace in the first fold
         params = {**DEFAULTS, **{k: v for k, v in overrides.items() if v is not None}}
         if params["min_data_in_leaf"] == "auto":
             params["min_data_in_leaf"] = max(20, int(round(len(data.labels) / 1000)))
         train_cols = data.pair_feature_names("train")
         threads = max(1, min(config.n_workers(), len(data.labels) // 20_000))
         self.params = {**params, "seed": int(seed), "num_threads": threads, "features": train_cols}
+        if device != "cpu":  # a GPU's trees differ in the last digits: part of the parameters (the CPU's are not
+            self.params["device"] = device  # written, so runs from before this option keep their parameters)
+        self.device = {"kind": device, "framework": "lightgbm"}
         self._x_train = None
         self._dense = {}  # part -> float32 (n, n_features) pair features
         self._bow_keep = None
@@ -137,7 +147,7 @@ class LgbmModel:
             "feature_fraction": p["feature_fraction"], "bagging_fraction": p["bagging_fraction"],
             "bagging_freq": p["bagging_freq"], "lambda_l2": p["lambda_l2"], "max_bin": p["max_bin"],
             "seed": p["seed"], "deterministic": True, "force_row_wise": True,
-            "num_threads": p["num_threads"], "verbosity": -1,
+            "num_threads": p["num_threads"], "verbosity": -1, **self._device_params,
         }
 
     def fit(self, fold: int, train_idx: np.ndarray, valid_idx: np.ndarray, fold_dir: Path):

@@ -39,12 +39,14 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.common import device as device_mod
 from pipelines.common.checkpoint import CheckpointClock, save_weights_as
 from pipelines.common.io import atomic_path, read_json, write_json
 from pipelines.quora.models import QuoraFeatures
 
 log = logging.getLogger(__name__)
 PREDICT_CHUNK = 2048  # pairs per predict call: small enough that padding the last chunk wastes little
+ENCODE_CHUNK = 8192  # distinct questions per call of the test set's question encoder (and pairs per head call)
 EAGER_BELOW = 2000  # train pairs under which ``execution='auto'`` runs eagerly
 STATE_FILE = "train_state.json"
 
@@ -90,7 +92,8 @@ def custom_objects() -> dict:
                 if mask is None:
                     return keras.ops.max(x, axis=1)
                 keep = keras.ops.expand_dims(keras.ops.cast(mask, "bool"), -1)
-                pooled = keras.ops.max(keras.ops.where(keep, x, -1e9), axis=1)
+                fill = -1e9 if keras.backend.standardize_dtype(x.dtype) != "float16" else -6e4  # float16 max 65504
+                pooled = keras.ops.max(keras.ops.where(keep, x, fill), axis=1)
                 return keras.ops.where(keras.ops.any(keep, axis=1), pooled, 0.0)
 
             def compute_mask(self, inputs, mask=None):
@@ -99,15 +102,65 @@ def custom_objects() -> dict:
             def compute_output_shape(self, input_shape):
                 return (input_shape[0], input_shape[2])
 
+        @keras.saving.register_keras_serializable(package="quora")
+        class NonEmptyMask(keras.layers.Layer):
+            """Its input unchanged, with the mask of a question without a word (all padding) opened at
+            the first step: cuDNN's recurrent kernels stop with an error on a fully masked sequence.
+            ZeroEmpty sets such a question's encoding to 0 afterwards, as a fully masked one had."""
+
+            def __init__(self, **kwargs):
+                super().__init__(**kwargs)
+                self.supports_masking = True
+
+            def call(self, x, mask=None):
+                return x
+
+            def compute_mask(self, inputs, mask=None):
+                if mask is None:
+                    return None
+                mask = keras.ops.cast(mask, "bool")
+                first = keras.ops.expand_dims(keras.ops.arange(keras.ops.shape(mask)[1]) == 0, 0)
+                empty = keras.ops.logical_not(keras.ops.any(mask, axis=1, keepdims=True))
+                return keras.ops.logical_or(mask, keras.ops.logical_and(empty, first))
+
+            def compute_output_shape(self, input_shape):
+                return input_shape
+
+        @keras.saving.register_keras_serializable(package="quora")
+        class ZeroEmpty(keras.layers.Layer):
+            """[encoding, tokens] -> the encoding, 0 for a question without a word."""
+
+            def call(self, inputs):
+                encoding, tokens = inputs
+                has_words = keras.ops.any(keras.ops.not_equal(tokens, 0), axis=1, keepdims=True)
+                return keras.ops.where(has_words, encoding, keras.ops.zeros_like(encoding))
+
+            def compute_output_shape(self, input_shapes):
+                return tuple(input_shapes[0])
+
         _CUSTOM["PairMerge"] = PairMerge
         _CUSTOM["MaskedMaxPool"] = MaskedMaxPool
+        _CUSTOM["NonEmptyMask"] = NonEmptyMask
+        _CUSTOM["ZeroEmpty"] = ZeroEmpty
     return dict(_CUSTOM)
+
+
+# The arguments under which Keras 3 runs LSTM/GRU on cuDNN's kernel on a GPU (any other value falls back
+# to the generic kernel, several times slower): Keras' own defaults, written out so that no later
+# change of them slips by (tests check them). Masks must be right-padded (the sequences are
+# post-padded) and no sequence fully masked (NonEmptyMask).
+CUDNN_RNN_ARGS = {"activation": "tanh", "recurrent_activation": "sigmoid", "recurrent_dropout": 0.0,
+                  "unroll": False, "use_bias": True, "use_cudnn": "auto"}
+CUDNN_GRU_ARGS = {"reset_after": True}
 
 
 def build_keras_model(*, max_len: int, embedding_matrix: np.ndarray, rnn: str, units: int, bidirectional: bool,
                       fine_tune: bool, n_features: int, dense: int, dropout: float, learning_rate: float,
-                      pooling: str = "last"):
-    """The compiled siamese network; inputs q1, q2 (int32 (n, max_len)) and, with n_features > 0, feats."""
+                      pooling: str = "last", cudnn_safe_mask: bool = True):
+    """The compiled siamese network; inputs q1, q2 (int32 (n, max_len)) and, with n_features > 0, feats.
+
+    ``cudnn_safe_mask=False`` leaves out NonEmptyMask/ZeroEmpty (the network before they existed; the
+    same predictions, which a test checks)."""
     keras, _ = keras_modules()
     layers = keras.layers
     custom = custom_objects()
@@ -116,14 +169,23 @@ def build_keras_model(*, max_len: int, embedding_matrix: np.ndarray, rnn: str, u
     q1 = keras.Input((max_len,), dtype="int32", name="q1")
     q2 = keras.Input((max_len,), dtype="int32", name="q2")
     embed = layers.Embedding(vocab, dim, mask_zero=True, trainable=fine_tune, name="embedding")
+    rnn_args = {**CUDNN_RNN_ARGS, **(CUDNN_GRU_ARGS if rnn == "gru" else {})}
     rnn_layer = {"lstm": layers.LSTM, "gru": layers.GRU}[rnn](units, return_sequences=pooling != "last",
-                                                              name=f"{rnn}_encoder")
+                                                              name=f"{rnn}_encoder", **rnn_args)
     encoder = layers.Bidirectional(rnn_layer, name="encoder") if bidirectional else rnn_layer
-    if pooling == "last":
-        a, b = encoder(embed(q1)), encoder(embed(q2))
-    else:  # max over the time steps' outputs, padding excluded
-        pool = MaskedMaxPool(name="max_pool")
-        a, b = pool(encoder(embed(q1))), pool(encoder(embed(q2)))
+    pool = MaskedMaxPool(name="max_pool") if pooling != "last" else None  # else: the last state
+    if cudnn_safe_mask:
+        nonempty, zero = custom["NonEmptyMask"](name="nonempty_mask"), custom["ZeroEmpty"](name="zero_empty")
+    else:
+        nonempty = zero = None
+
+    def encode(q):
+        x = embed(q)
+        x = encoder(nonempty(x) if nonempty else x)
+        x = pool(x) if pool else x  # max over the time steps' outputs, padding excluded
+        return zero([x, q]) if zero else x
+
+    a, b = encode(q1), encode(q2)
     merged = PairMerge(name="pair_merge")([a, b])
     inputs = [q1, q2]
     if n_features:
@@ -133,7 +195,8 @@ def build_keras_model(*, max_len: int, embedding_matrix: np.ndarray, rnn: str, u
     x = layers.Dropout(dropout)(merged)
     x = layers.Dense(dense, activation="relu", name="dense")(x)
     x = layers.Dropout(dropout)(x)
-    out = layers.Dense(1, activation="sigmoid", name="is_duplicate")(x)
+    # float32 output whatever the policy: under mixed_float16 the sigmoid and the loss stay exact enough.
+    out = layers.Dense(1, activation="sigmoid", name="is_duplicate", dtype="float32")(x)
     model = keras.Model(inputs, out, name="siamese")
     # Weights set after building: an initializer holding the matrix would be copied into the model's
     # config (every checkpoint would carry it twice).
@@ -187,6 +250,40 @@ def _pad_rows(x: np.ndarray, n: int) -> np.ndarray:
     out = np.zeros((n,) + x.shape[1:], dtype=x.dtype)
     out[: len(x)] = x
     return out
+
+
+def standardise(feats, fitted: "FittedSiamese") -> np.ndarray:
+    """The pair features standardised with the fold's train statistics (float32)."""
+    return ((np.asarray(feats, dtype=np.float32) - fitted.feat_mean) / fitted.feat_std).astype(np.float32)
+
+
+def encoder_and_head(model, params: dict, n_features: int):
+    """(question encoder, pair head): two Keras models made of ``model``'s own (trained) layers, the
+    first mapping tokens to a question's encoding, the second two encodings (+ the pair features) to
+    the probability; Dropout, a no-op at inference, is left out. None for a model without the layers
+    (saved before NonEmptyMask/ZeroEmpty existed)."""
+    keras, _ = keras_modules()
+    try:
+        embed, nonempty, zero = (model.get_layer(n) for n in ("embedding", "nonempty_mask", "zero_empty"))
+        encoder = model.get_layer("encoder" if params["bidirectional"] else f"{params['rnn']}_encoder")
+        pool = model.get_layer("max_pool") if params["pooling"] != "last" else None
+        merge, dense, out = (model.get_layer(n) for n in ("pair_merge", "dense", "is_duplicate"))
+        concat = model.get_layer("with_features") if n_features else None
+    except ValueError:
+        return None
+    tokens = keras.Input((model.inputs[0].shape[1],), dtype="int32", name="tokens")
+    x = encoder(nonempty(embed(tokens)))
+    code = zero([pool(x) if pool else x, tokens])
+    question_encoder = keras.Model(tokens, code, name="question_encoder")
+    a = keras.Input((code.shape[-1],), dtype=code.dtype, name="a")
+    b = keras.Input((code.shape[-1],), dtype=code.dtype, name="b")
+    inputs, h = [a, b], merge([a, b])
+    if concat is not None:
+        feats = keras.Input((n_features,), dtype="float32", name="feats")
+        inputs.append(feats)
+        h = concat([h, feats])
+    head = keras.Model(inputs, out(dense(h)), name="pair_head")
+    return question_encoder, head
 
 
 @dataclasses.dataclass
@@ -269,7 +366,8 @@ class SiameseModel:
                  units: int = 64, patience: int = 4, bidirectional: bool = False, fine_tune: bool = False,
                  with_features: bool = True, dense: int = 64, dropout: float = 0.2,
                  learning_rate: float = 1e-3, pooling: str = "max", execution: str = "auto", seed: int = 42,
-                 verbose: int = 2, checkpoint_every_s: float | None = None):
+                 verbose: int = 2, checkpoint_every_s: float | None = None, device: str = "auto",
+                 precision: str = "auto", gpus=None):
         if rnn not in ("lstm", "gru"):
             raise ValueError(f"unknown encoder {rnn!r}")
         if pooling not in ("last", "max"):
@@ -283,6 +381,14 @@ class SiameseModel:
                        "fine_tune": bool(fine_tune), "with_features": bool(with_features), "dense": int(dense),
                        "dropout": float(dropout), "learning_rate": float(learning_rate), "pooling": pooling, "execution": execution, "seed": int(seed),
                        "order_invariant": True, "deterministic_ops": True}
+        # Device and precision (pipelines/common/device.py; ``gpus``: the GPU list, for tests). On the CPU
+        # nothing is added to the parameters, so CPU runs keep the parameters (and resume keys) they had.
+        self.choice = device_mod.choose_tensorflow(device, precision, gpus)
+        if self.choice.kind == "gpu":
+            self.params["device"] = "gpu"
+        if self.choice.precision != "float32":
+            self.params["precision"] = self.choice.precision
+        self.device = self.choice.record()
         self.verbose = verbose
         # how often a fit writes its checkpoint: not a parameter (the results do not depend on it)
         self.checkpoint_every_s = checkpoint_every_s
@@ -300,7 +406,7 @@ class SiameseModel:
     def _inputs(self, q1, q2, feats, fitted: FittedSiamese | None) -> dict:
         x = {"q1": np.asarray(q1, dtype=np.int32), "q2": np.asarray(q2, dtype=np.int32)}
         if feats is not None:
-            x["feats"] = ((np.asarray(feats, dtype=np.float32) - fitted.feat_mean) / fitted.feat_std).astype(np.float32)
+            x["feats"] = standardise(feats, fitted)
         return x
 
     @property
@@ -345,6 +451,7 @@ class SiameseModel:
     def fit(self, fold: int, train_idx: np.ndarray, valid_idx: np.ndarray, fold_dir: Path) -> FittedSiamese:
         keras, tf = keras_modules()
         fold_dir = Path(fold_dir)
+        device_mod.apply_tensorflow(self.choice)
         keras.utils.set_random_seed(self.params["seed"] + fold)
         tf.config.experimental.enable_op_determinism()
 
@@ -406,8 +513,55 @@ class SiameseModel:
                                   f"{self.name} valid")
 
     def predict_test(self, fitted: FittedSiamese) -> np.ndarray:
+        """Every test pair's probability, encoding each distinct test question once (the encoder is
+        shared, so a question's encoding is the same in every pair it is in); per pair when the
+        features lack question ids or the model predates the layers it needs."""
+        q1, q2 = self.data.seq("q1", "test"), self.data.seq("q2", "test")
+        qids = self.data.question_ids("test")
+        parts = encoder_and_head(fitted.model, self.params, self.n_features)
+        if qids is None or parts is None:
+            return self.predict_test_pairs(fitted)
+        return self._predict_distinct(fitted, parts, q1, q2, qids, self._features("test"))
+
+    def predict_test_pairs(self, fitted: FittedSiamese) -> np.ndarray:
+        """The test predictions pair by pair, both questions encoded in each pair."""
         q1, q2 = self.data.seq("q1", "test"), self.data.seq("q2", "test")
         return self._predict_rows(fitted, q1, q2, self._features("test"), None, len(q1), f"{self.name} test")
+
+    def _predict_distinct(self, fitted: FittedSiamese, parts, q1, q2, qids, feats) -> np.ndarray:
+        from tqdm import tqdm
+
+        encoder, head = parts
+        encoder.run_eagerly = head.run_eagerly = self.eager
+        n = len(q1)
+        qid1, qid2 = (np.asarray(q) for q in qids)
+        if len(qid1) != n or len(qid2) != n:
+            raise RuntimeError(f"{len(qid1)}/{len(qid2)} question ids for {n} test pairs")
+        # Each distinct question once, read from its first pair; inverse maps every pair slot back to it.
+        distinct, first, inverse = np.unique(np.concatenate([qid1, qid2]), return_index=True, return_inverse=True)
+        dim = int(encoder.outputs[0].shape[-1])
+        codes = np.empty((len(distinct), dim), dtype=np.float32)
+        chunk = min(ENCODE_CHUNK, len(distinct))
+        starts = range(0, len(distinct), chunk)
+        for start in tqdm(starts, desc=f"{self.name} test questions", unit="chunk", leave=False,
+                          disable=len(starts) < 20):
+            slots = first[start:start + chunk]  # positions in [q1 slots..., q2 slots...]
+            in_q1 = slots < n
+            seqs = np.zeros((chunk, q1.shape[1]), dtype=np.int32)  # padded: one batch shape, one trace
+            seqs[np.flatnonzero(in_q1)] = q1[slots[in_q1]]
+            seqs[np.flatnonzero(~in_q1)] = q2[slots[~in_q1] - n]
+            codes[start:start + len(slots)] = np.asarray(encoder.predict_on_batch(seqs))[: len(slots)]
+        a_of, b_of = inverse[:n], inverse[n:]
+        out = np.empty(n, dtype=np.float64)
+        chunk = min(ENCODE_CHUNK, n)
+        for start in range(0, n, chunk):
+            sel = slice(start, min(start + chunk, n))
+            m = sel.stop - sel.start
+            x = [_pad_rows(codes[a_of[sel]], chunk), _pad_rows(codes[b_of[sel]], chunk)]
+            if feats is not None:
+                x.append(_pad_rows(standardise(feats[sel], fitted), chunk))
+            out[sel] = np.asarray(head.predict_on_batch(x)).ravel()[:m]
+        return out
 
     def save(self, fitted: FittedSiamese, fold_dir: Path) -> None:
         fold_dir = Path(fold_dir)
