@@ -5,11 +5,13 @@ whole layout through data -> features -> train -> blend -> submission."""
 from __future__ import annotations
 
 import shutil
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from pipelines import config
 from pipelines.__main__ import main
@@ -237,15 +239,10 @@ def test_difference_hash_tells_copies_from_other_photos():
     rng = np.random.default_rng(3)
     photos = [cervix.render_image(rng, cervix.CLASSES[i % 3], 96) for i in range(24)]
     arrays = np.stack([np.asarray(features.fit_square(p, 48, "crop")) for p in photos])
-    from io import BytesIO
-
-    from PIL import Image
-
     copies = []
     for p in photos[:8]:
-        buf = BytesIO()
-        cervix.Image.open(BytesIO(cervix._near_copy(cervix._jpeg_bytes(p, rng, False), rng))).save(buf, "PNG")
-        copies.append(np.asarray(features.fit_square(Image.open(buf).convert("RGB"), 48, "crop")))
+        copy = Image.open(BytesIO(cervix._near_copy(cervix._jpeg_bytes(p, rng, False), rng))).convert("RGB")
+        copies.append(np.asarray(features.fit_square(copy, 48, "crop")))
     found = features.twins_of(features.difference_hash(np.stack(copies)), features.difference_hash(arrays))
     assert [f.tolist() for f in found] == [[i] for i in range(8)]  # each copy's own photo, and nothing else
 

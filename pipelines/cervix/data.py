@@ -374,7 +374,7 @@ def _images(folder: Path) -> tuple[list[Path], list[Path]]:
             [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS])
 
 
-def _read_csv(path: Path, columns: list[str], fix: str) -> pd.DataFrame:
+def read_csv_checked(path: Path, columns: list[str], fix: str) -> pd.DataFrame:
     """``path`` as text columns; StageError naming the file when it is unreadable or lacks ``columns``."""
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -424,7 +424,7 @@ def organiser_labels(raw_dir: Path, images: list[str] | None = None) -> dict:
     unmatched_removals: list[str] = []
     path = raw_dir / FIXED_LABELS
     if path.is_file():
-        frame = _read_csv(path, ["filename", "old_label", "new_label"], fix)
+        frame = read_csv_checked(path, ["filename", "old_label", "new_label"], fix)
         for row in frame.itertuples(index=False):
             old, new = str(row.old_label).strip(), str(row.new_label).strip()
             bad = [v for v in (old, new) if v not in CLASSES]
@@ -437,7 +437,7 @@ def organiser_labels(raw_dir: Path, images: list[str] | None = None) -> dict:
             relabelled.update({rel: new for rel in found if new != old})
     path = raw_dir / REMOVED_FILES
     if path.is_file():
-        for entry in _read_csv(path, ["filename"], fix)["filename"]:
+        for entry in read_csv_checked(path, ["filename"], fix)["filename"]:
             found = _matches(str(entry), images)
             if not found:
                 unmatched_removals.append(str(entry))
@@ -453,7 +453,7 @@ def stage1_labels(raw_dir: Path) -> dict[str, int] | None:
     if not path.is_file():
         return None
     fix = f"get it again from {DATA_URL}"
-    frame = _read_csv(path, SUBMISSION_COLUMNS, fix)
+    frame = read_csv_checked(path, SUBMISSION_COLUMNS, fix)
     try:
         onehot = frame[list(CLASSES)].astype(float).to_numpy()
     except ValueError as exc:
@@ -476,7 +476,7 @@ def available_stage(raw_dir: Path) -> int:
 
 def _check_sample_submission(path: Path, test_names: set[str], where: str, fix: str,
                              warnings: list[str]) -> int:
-    sub = _read_csv(path, SUBMISSION_COLUMNS, fix)
+    sub = read_csv_checked(path, SUBMISSION_COLUMNS, fix)
     dup = sub["image_name"][sub["image_name"].duplicated()]
     if len(dup):
         raise StageError(f"{path.name}: {len(dup)} duplicate image_name value(s), e.g. {dup.head(3).tolist()}; {fix}")

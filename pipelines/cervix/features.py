@@ -57,7 +57,6 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
@@ -141,7 +140,8 @@ def list_train_images(raw: Path, use_additional: bool) -> list[tuple[str, int]]:
 
 def list_stage2_images(raw: Path) -> tuple[list[str], list[str]]:
     """(raw-relative paths of sample_submission_stg2.csv's images, in its order; names found nowhere)."""
-    sub = pd.read_csv(raw / cervix_data.SAMPLE_SUBMISSIONS[2], usecols=["image_name"], dtype=str)
+    sub = cervix_data.read_csv_checked(raw / cervix_data.SAMPLE_SUBMISSIONS[2], ["image_name"],
+                                f"get it again from {cervix_data.DATA_URL} (`make data COMP=cervix`)")
     paths, missing = [], []
     for name in sub["image_name"].str.strip():
         found = [f"{d}/{name}" for d in ("test", "test_stg2") if is_image(raw / d / name)]
