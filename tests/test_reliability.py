@@ -465,3 +465,70 @@ sys.exit(cli.main(["train", "--comp", "quora"]))
     lines = [x for x in done.stderr.splitlines() if x.strip() and "oneDNN" not in x and "absl::InitializeLog" not in x]
     assert "Object was never used" not in done.stderr, done.stderr[-2000:]
     assert len(lines) == 1 and "interrupted" in lines[0]
+
+
+# ---------------------------------------------------------------- a resumed Keras fit equals an uninterrupted one
+def _max_weight_difference(a, b) -> float:
+    return max(float(np.max(np.abs(p - q))) for p, q in zip(a.get_weights(), b.get_weights()))
+
+
+def test_a_resumed_cnn_fit_equals_an_uninterrupted_one(tmp_path):
+    """Augmentation and Dropout draw from the layers' generators, the batches from the epoch's shuffle:
+    both restored with the checkpoint, the resumed fold ends on the very same weights."""
+    from cervix_helpers import tiny_images
+    from pipelines.cervix.models import cnn
+
+    x, y = tiny_images(n_per_class=8, size=32)
+    rows = np.arange(len(y))
+    train_idx, valid_idx = rows[rows % 4 != 0], rows[rows % 4 == 0]
+
+    def net(epochs):
+        opts = cnn.NetOptions(epochs=epochs, batch_size=8, tta=1, weights="none", augment="light", dropout=0.3,
+                              width=8, patience=10, seed=3)
+        return cnn.KerasImageModel("small_cnn", x, y, None, opts, 32, verbose=0, checkpoint_every_s=0)
+
+    straight = net(3).fit(0, train_idx, valid_idx, tmp_path / "straight")
+    net(1).fit(0, train_idx, valid_idx, tmp_path / "resumed")  # "interrupted" after epoch 1: save() never ran
+    resumed_model = net(3)
+    resumed = resumed_model.fit(0, train_idx, valid_idx, tmp_path / "resumed")
+    assert len(resumed_model.history["loss"]) == 3
+    assert _max_weight_difference(straight, resumed) == 0.0
+
+
+@pytest.mark.parametrize("execution", ["eager", "graph"])
+def test_a_resumed_siamese_fit_equals_an_uninterrupted_one(project, tmp_path, monkeypatch, execution):
+    from quora_model_helpers import write_fake_features
+    from pipelines.quora.models import QuoraFeatures, siamese
+
+    data = QuoraFeatures(write_fake_features(config.features_dir("quora", "sample"), n_train=240, n_test=40,
+                                             n_folds=2))
+    train_idx, valid_idx = np.flatnonzero(data.folds != 0), np.flatnonzero(data.folds == 0)
+
+    def model():
+        return siamese.SiameseModel(data, "gru", epochs=3, units=4, dense=4, batch_size=32, patience=5,
+                                    dropout=0.3, execution=execution, verbose=0, checkpoint_every_s=0)
+
+    (tmp_path / "straight").mkdir()
+    (tmp_path / "resumed").mkdir()
+    straight = model().fit(0, train_idx, valid_idx, tmp_path / "straight")
+
+    real_callbacks = siamese._callbacks
+
+    def interrupted_after_first_epoch(*args, **kwargs):
+        stopper, checkpoint = real_callbacks(*args, **kwargs)
+        save_epoch = checkpoint.on_epoch_end
+
+        def on_epoch_end(epoch, logs=None):
+            save_epoch(epoch, logs)
+            raise KeyboardInterrupt  # Ctrl-C after epoch 1 was checkpointed
+
+        checkpoint.on_epoch_end = on_epoch_end
+        return stopper, checkpoint
+
+    monkeypatch.setattr(siamese, "_callbacks", interrupted_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        model().fit(0, train_idx, valid_idx, tmp_path / "resumed")
+    monkeypatch.setattr(siamese, "_callbacks", real_callbacks)
+    resumed = model().fit(0, train_idx, valid_idx, tmp_path / "resumed")
+    assert resumed.resumed_from_epoch == 1
+    assert _max_weight_difference(straight.model, resumed.model) == 0.0

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from pipelines import config
 from pipelines.common.io import atomic_path
 
@@ -52,3 +54,55 @@ def save_weights_as(model, weights: list, path: Path) -> None:
             model.save_weights(tmp)
     finally:
         model.set_weights(current)
+
+
+# ---------------------------------------------------------------- a resumed fit equals an uninterrupted one
+# Two random streams decide a Keras fit besides the weights: the order of the training rows in each epoch,
+# and the layers' own generators (Dropout, augmentation), whose states a .keras file does not keep. Both
+# are made part of the checkpoint: epoch e's order is a shuffle seeded by (seed, e) alone, so a fit resumed
+# at epoch e sees the order an uninterrupted one saw; the generators' states are written with the
+# checkpoint and restored with it (BENCHMARKS.md, section resume, for the comparison).
+
+def epoch_batches(x, y, batch_size: int, seed: int, initial_epoch: int, epochs: int):
+    """(tf.data.Dataset, steps_per_epoch) of the training batches of epochs ``initial_epoch`` .. ``epochs-1``,
+    for ``model.fit(dataset, steps_per_epoch=..., initial_epoch=..., epochs=...)``; ``x`` an array or a
+    dict of arrays (one row per sample), ``y`` an array."""
+    import tensorflow as tf
+
+    n = len(y)
+    steps = -(-n // batch_size)
+    xs = tf.nest.map_structure(tf.convert_to_tensor, x)
+    ys = tf.convert_to_tensor(y)
+
+    def one_epoch(epoch):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(n, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
+    def gather(rows):
+        return tf.nest.map_structure(lambda t: tf.gather(t, rows), xs), tf.gather(ys, rows)
+
+    dataset = (tf.data.Dataset.range(initial_epoch, max(epochs, initial_epoch))
+               .flat_map(one_epoch).map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
+    return dataset, steps
+
+
+def _seed_states(model) -> list:
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
+def rng_state(model) -> list[list[int]]:
+    """The states of ``model``'s random generators (Dropout, augmentation), in the layers' order, for the
+    checkpoint (by position: a reloaded model names its generators anew, seed_generator_2, ...)."""
+    return [np.asarray(v.numpy()).tolist() for v in _seed_states(model)]
+
+
+def restore_rng_state(model, saved: list | None) -> bool:
+    """Set ``model``'s generators to the states ``rng_state`` saved; False (nothing changed) when the
+    checkpoint has none (written before they were saved) or they do not fit the model."""
+    states = _seed_states(model)
+    if not saved or len(saved) != len(states):
+        return False
+    for variable, value in zip(states, saved):
+        variable.assign(np.asarray(value, dtype=variable.dtype))
+    return True

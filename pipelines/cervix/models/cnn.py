@@ -38,7 +38,8 @@ import numpy as np
 
 from pipelines import config
 from pipelines.cervix.models.augment import _augment_class, augmentation_layers, predict_tta
-from pipelines.common.checkpoint import CheckpointClock, save_weights_as
+from pipelines.common.checkpoint import (CheckpointClock, epoch_batches, restore_rng_state, rng_state,
+                                         save_weights_as)
 from pipelines.common.io import atomic_path, read_json, write_json
 from pipelines.common.log import StageError
 
@@ -345,6 +346,7 @@ class TrainState:
     best_epoch: int = -1
     wait: int = 0
     history: dict = field(default_factory=dict)
+    rng: list = field(default_factory=list)  # the layers' random generators at the checkpoint (checkpoint.py)
 
     @classmethod
     def load(cls, path: Path) -> "TrainState":
@@ -407,6 +409,7 @@ def make_checkpoint_callback(state: TrainState, files: dict[str, Path], patience
                 self.best_weights = None
             with atomic_path(files["checkpoint"], suffix=".keras") as tmp:
                 self.model.save(tmp)
+            state.rng = rng_state(self.model)
             state.save(files["state"])
             clock.written()
 
@@ -467,6 +470,7 @@ class KerasImageModel:
             log.info("%s fold %d: resuming from the checkpoint after epoch %d (phase %s)", self.name, fold + 1,
                      state.epochs_done, phases[min(state.phase, len(phases) - 1)].name)
             model = load_fold_model(files["checkpoint"])
+            restore_rng_state(model, state.rng)
             backbone = model.get_layer(backbone.name) if backbone is not None else None
 
         for p in range(state.phase, len(phases)):
@@ -486,10 +490,14 @@ class KerasImageModel:
                      state.epochs_done + 1, phase.end_epoch, phase.lr)
             schedule = keras.callbacks.LearningRateScheduler(
                 lambda epoch, _lr, phase=phase: phase_lr(phase, epoch, self.opts.lr_schedule))
-            model.fit(x_tr, y_tr, validation_data=(x_va, y_va), batch_size=self.opts.batch_size,
+            # each epoch's order from (seed, epoch) alone: a resumed fit sees the order an uninterrupted one saw
+            batches, steps = epoch_batches(x_tr, y_tr, self.opts.batch_size, self.opts.seed + fold,
+                                           state.epochs_done, phase.end_epoch)
+            model.fit(batches, steps_per_epoch=steps, validation_data=(x_va, y_va),
+                      validation_batch_size=self.opts.batch_size,
                       epochs=phase.end_epoch, initial_epoch=state.epochs_done, class_weight=class_weight,
                       callbacks=[schedule, make_checkpoint_callback(state, files, self.opts.patience, clock)],
-                      verbose=self.verbose, shuffle=True)
+                      verbose=self.verbose, shuffle=False)
         if files["best"].exists():
             model.load_weights(files["best"])
             log.info("%s fold %d: best val_loss %.4f at epoch %d", self.name, fold + 1, state.best_val_loss,

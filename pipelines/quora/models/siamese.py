@@ -40,7 +40,8 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.common import device as device_mod
-from pipelines.common.checkpoint import CheckpointClock, save_weights_as
+from pipelines.common.checkpoint import (CheckpointClock, epoch_batches, restore_rng_state, rng_state,
+                                         save_weights_as)
 from pipelines.common.io import atomic_path, read_json, write_json
 from pipelines.quora.models import QuoraFeatures
 
@@ -349,6 +350,7 @@ def _callbacks(fold_dir: Path, patience: int, state: dict | None, clock: Checkpo
                 "best": None if self.stopper.best is None else float(self.stopper.best),
                 "best_epoch": int(best_epoch), "wait": int(self.stopper.wait),
                 "stopped": bool(self.model.stop_training), "history": self.history_so_far,
+                "rng": rng_state(self.model),  # Dropout's generators: a .keras file does not keep them
             })
             clock.written()
             # Only now are the older files unreferenced.
@@ -461,6 +463,7 @@ class SiameseModel:
         state = read_json(fold_dir / STATE_FILE) if (fold_dir / STATE_FILE).exists() else None
         if state:
             model = keras.models.load_model(fold_dir / state["checkpoint"], custom_objects=custom_objects())
+            restore_rng_state(model, state.get("rng"))
             fitted.resumed_from_epoch = int(state["epoch"])
             log.info("%s fold %d: resuming from the checkpoint after epoch %d", self.name, fold + 1, state["epoch"])
         else:
@@ -479,9 +482,12 @@ class SiameseModel:
         stopper, checkpoint = _callbacks(fold_dir, self.params["patience"], state,
                                          CheckpointClock(self.checkpoint_every_s))
         x_train, y_train, x_valid, y_valid = self.training_arrays(train_idx, valid_idx, fitted)
-        model.fit(x_train, y_train, validation_data=(x_valid, y_valid), epochs=self.params["epochs"],
-                  initial_epoch=initial_epoch, batch_size=self.params["batch_size"], shuffle=True,
-                  callbacks=[stopper, checkpoint], verbose=self.verbose)
+        # each epoch's order from (seed, epoch) alone: a resumed fit sees the order an uninterrupted one saw
+        batches, steps = epoch_batches(x_train, y_train, self.params["batch_size"], self.params["seed"] + fold,
+                                       initial_epoch, self.params["epochs"])
+        model.fit(batches, steps_per_epoch=steps, validation_data=(x_valid, y_valid),
+                  validation_batch_size=self.params["batch_size"], epochs=self.params["epochs"],
+                  initial_epoch=initial_epoch, shuffle=False, callbacks=[stopper, checkpoint], verbose=self.verbose)
         self.history = checkpoint.history_so_far
         return fitted
 
