@@ -591,8 +591,9 @@ def summary_lines(report: dict) -> list[str]:
              + (f", additional {c['additional_images']:,}" if c["additional_images"] else "")
              + (f", test_stg2 {c['test_stg2_images']:,}" if c["test_stg2_images"] else "")]
     if c.get("sample_submission_stg2_rows") or c.get("stage1_labels"):
-        lines.append(f"stage {report.get('stage', 1)} submission ("
-                     f"{(c.get('sample_submission_stg2_rows') if report.get('stage') == 2 else c['sample_submission_rows'])} rows)"
+        stage = report.get("stage", 1)
+        rows = c["sample_submission_stg2_rows"] if stage == 2 else c["sample_submission_rows"]
+        lines.append(f"stage {stage} submission ({rows} rows)"
                      + (f", {c['stage1_labels']:,} stage-1 test labels" if c.get("stage1_labels") else ""))
     labels = report.get("labels") or {}
     if labels.get("relabelled") or labels.get("removed"):

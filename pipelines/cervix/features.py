@@ -387,6 +387,9 @@ def build_features(source: str, image_size: int = DEFAULT_IMAGE_SIZE, crop: bool
             log.warning("%s: %d labelled image(s) not usable in test/ (absent or corrupt)",
                         cervix_data.STAGE1_SOLUTION, unknown)
     train_items = competition + labelled_test + additional
+    if labelled_test and stage == 1:
+        log.warning("--stage 1 with the released stage-1 labels: the test images predicted are training rows too, "
+                    "so their predictions are no test of the models (pass --no-stage1-labels to keep them out)")
     n_validated = len(competition) + len(labelled_test)
 
     if stage == 2:
