@@ -45,11 +45,13 @@ endif
 
 setup: $(VENV)/.installed ## create .venv (Python 3.11) from the lock file (GPU=1: with CUDA, requirements-gpu.lock)
 
+# uv lives in its own venv: in the project's it would change the environment every run.json records.
+LOCK_VENV ?= .cache/lock-venv
 lock: ## regenerate requirements.lock and requirements-gpu.lock from pyproject.toml (index needed; ARGS=--upgrade)
-	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
-	$(PY) -m pip install --quiet uv==$(UV_VERSION)
-	$(PY) -m uv pip compile pyproject.toml $(LOCK_ARGS) -o requirements.lock
-	$(PY) -m uv pip compile pyproject.toml --extra gpu --no-emit-package tensorflow-cpu $(LOCK_ARGS) -o requirements-gpu.lock
+	@test -x $(LOCK_VENV)/bin/python || $(PYTHON_BOOT) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet uv==$(UV_VERSION)
+	$(LOCK_VENV)/bin/python -m uv pip compile pyproject.toml $(LOCK_ARGS) -o requirements.lock
+	$(LOCK_VENV)/bin/python -m uv pip compile pyproject.toml --extra gpu --no-emit-package tensorflow-cpu $(LOCK_ARGS) -o requirements-gpu.lock
 
 data: $(VENV)/.installed ## get a competition's raw data: COMP=quora|cervix SOURCE=sample|kaggle|<path>
 	$(RUN) data --comp $(COMP) --source $(SOURCE) $(ARGS)

@@ -154,8 +154,11 @@ def test_ci_and_every_stage_go_through_the_locked_install():
 
 
 def test_make_lock_compiles_both_locks_with_hashes_from_pyproject(tmp_path):
-    compiles = [s for s in make_dry_run("lock", f"VENV={tmp_path / 'venv'}").splitlines() if "uv pip compile" in s]
+    venv = tmp_path / "venv"
+    steps = make_dry_run("lock", f"VENV={venv}", f"LOCK_VENV={tmp_path / 'lock-venv'}").splitlines()
+    compiles = [s for s in steps if "uv pip compile" in s]
     assert len(compiles) == 2, compiles
+    assert not any(str(venv) in s for s in steps)  # uv stays out of the project's environment (run.json records it)
     for step, out in zip(compiles, LOCKS):
         assert "pip compile pyproject.toml" in step and step.endswith(f"-o {out}")
         for arg in ("--extra test", "--group build", "--generate-hashes", "--universal", "--python-version 3.11"):
