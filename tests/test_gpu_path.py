@@ -285,5 +285,24 @@ def test_distinct_question_predictions_equal_the_per_pair_ones(sample_features, 
     np.testing.assert_allclose(distinct, pairs, rtol=0, atol=1e-6)
     assert pairs.std() > 0  # a model that predicts something
 
+    assert siamese.shared_slots((qid1, qid2)) >= siamese.MIN_SLOTS_PER_QUESTION  # predict_test took the distinct path
     siamese_old_model = siamese.encoder_and_head(tiny_network(cudnn_safe_mask=False), model.params, 3)
     assert siamese_old_model is None  # a model saved before the layers existed: per pair
+
+
+def test_a_test_set_without_shared_questions_is_predicted_pair_by_pair(monkeypatch):
+    from pipelines.quora.models import siamese
+
+    assert siamese.shared_slots((np.array([1, 2, 3]), np.array([4, 5, 6]))) == 1.0
+    assert siamese.shared_slots((np.array([1, 1, 2]), np.array([2, 3, 1]))) == 2.0
+    model = siamese.SiameseModel.__new__(siamese.SiameseModel)
+    model.params, model._feats = {"with_features": False, "bidirectional": False, "rnn": "gru", "pooling": "max"}, {}
+    model.data = types.SimpleNamespace(seq=lambda q, part: np.zeros((3, 7), np.int32),
+                                       question_ids=lambda part: (np.array([1, 2, 3]), np.array([4, 5, 6])))
+    monkeypatch.setattr(siamese, "encoder_and_head", lambda *a: ("encoder", "head"))
+    monkeypatch.setattr(model, "predict_test_pairs", lambda fitted: "pairs", raising=False)
+    monkeypatch.setattr(model, "_predict_distinct", lambda *a: "distinct", raising=False)
+    fitted = types.SimpleNamespace(model=None)
+    assert model.predict_test(fitted) == "pairs"
+    model.data.question_ids = lambda part: (np.array([1, 1, 2]), np.array([2, 3, 1]))
+    assert model.predict_test(fitted) == "distinct"

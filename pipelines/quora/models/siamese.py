@@ -48,6 +48,9 @@ from pipelines.quora.models import QuoraFeatures
 log = logging.getLogger(__name__)
 PREDICT_CHUNK = 2048  # pairs per predict call: small enough that padding the last chunk wastes little
 ENCODE_CHUNK = 8192  # distinct questions per call of the test set's question encoder (and pairs per head call)
+# Question slots per distinct test question below which the test set is predicted pair by pair: sharing
+# little saves less than the distinct path's fixed cost (BENCHMARKS.md, siamese-predict-real).
+MIN_SLOTS_PER_QUESTION = 1.05
 EAGER_BELOW = 2000  # train pairs under which ``execution='auto'`` runs eagerly
 STATE_FILE = "train_state.json"
 
@@ -251,6 +254,12 @@ def _pad_rows(x: np.ndarray, n: int) -> np.ndarray:
     out = np.zeros((n,) + x.shape[1:], dtype=x.dtype)
     out[: len(x)] = x
     return out
+
+
+def shared_slots(qids) -> float:
+    """Question slots (two a pair) per distinct question of (qid1, qid2)."""
+    slots = np.concatenate([np.asarray(qids[0]), np.asarray(qids[1])])
+    return len(slots) / max(len(np.unique(slots)), 1)
 
 
 def standardise(feats, fitted: "FittedSiamese") -> np.ndarray:
@@ -525,8 +534,8 @@ class SiameseModel:
         q1, q2 = self.data.seq("q1", "test"), self.data.seq("q2", "test")
         qids = self.data.question_ids("test")
         parts = encoder_and_head(fitted.model, self.params, self.n_features)
-        if qids is None or parts is None:
-            return self.predict_test_pairs(fitted)
+        if qids is None or parts is None or shared_slots(qids) < MIN_SLOTS_PER_QUESTION:
+            return self.predict_test_pairs(fitted)  # nothing (worth) sharing: one model, one pass
         return self._predict_distinct(fitted, parts, q1, q2, qids, self._features("test"))
 
     def predict_test_pairs(self, fitted: FittedSiamese) -> np.ndarray:
