@@ -230,6 +230,7 @@ def throughput(features_dir: Path, epochs: int, model_name: str = "siamese_lstm"
 
     from pipelines.quora import train
     from pipelines.quora.models import QuoraFeatures
+    from pipelines.common import device as device_mod
     from pipelines.quora.models.siamese import keras_modules
 
     keras, tf = keras_modules()
@@ -253,6 +254,7 @@ def throughput(features_dir: Path, epochs: int, model_name: str = "siamese_lstm"
             model = train.build_model(model_name, data, ns)
             keras.utils.set_random_seed(ns.seed)
             arrays = model.training_arrays(train_idx, valid_idx, model.feature_scaler(train_idx))
+            device_mod.apply_tensorflow(model.choice)  # the pipeline's device and precision policy (GPU: mixed)
             net = model.new_keras_model()
             w0, c0 = time.perf_counter(), time.process_time()
             net.fit(arrays[0], arrays[1], validation_data=(arrays[2], arrays[3]), epochs=epochs,
