@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -49,7 +51,7 @@ def main(argv: list[str]) -> None:
     y = data.labels
 
     def ours():
-        return model.fit(args.fold, train_idx, valid_idx, config.ROOT / ".bench-lgbm-fold")
+        return model.fit(args.fold, train_idx, valid_idx, Path(tempfile.mkdtemp(prefix="bench-lgbm-")))
 
     def bare():
         train_set = lgb.Dataset(x[train_idx], label=y[train_idx], feature_name=names, free_raw_data=True)

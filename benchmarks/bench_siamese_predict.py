@@ -11,6 +11,7 @@ import argparse
 import os
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -31,6 +32,9 @@ def main(argv: list[str]) -> None:
     from pipelines.quora.models import QuoraFeatures
     from pipelines.quora.models.siamese import SiameseModel
 
+    if "PIPELINES_ROOT" not in os.environ:  # a sample of another size must not replace the project's own
+        scratch = Path(tempfile.mkdtemp(prefix="bench-siamese-predict-"))
+        config.DATA_DIR, config.MODELS_DIR = scratch / "data", scratch / "models"
     source = args.source
     sizes = ["--n-train", str(args.n_train), "--n-test", str(args.n_test)] if source == "sample" else []
     assert cli(["data", "--comp", "quora", "--source", source, *sizes]) == 0

@@ -43,6 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.__main__ import main as cli
     from pipelines.common import device as device_mod
 
+    import os
+
+    from pipelines import config
+
+    if "PIPELINES_ROOT" not in os.environ:  # the check's samples must not replace the project's own
+        scratch = Path(tempfile.mkdtemp(prefix="gpu-check-"))
+        config.DATA_DIR, config.MODELS_DIR = scratch / "data", scratch / "models"
     lines, rows = [], []
 
     def step(name, fn):
