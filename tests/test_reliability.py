@@ -7,7 +7,6 @@ entry points (``pipelines.__main__.main``) or the shared function the stages cal
 from __future__ import annotations
 
 import errno
-import logging
 
 import numpy as np
 import pandas as pd

@@ -79,12 +79,20 @@ def epoch_batches(x, y, batch_size: int, seed: int, initial_epoch: int, epochs: 
             tf.range(n, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
         return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
 
-    def gather(rows):
-        return tf.nest.map_structure(lambda t: tf.gather(t, rows), xs), tf.gather(ys, rows)
+    def gather(rows, data):
+        inputs, targets = data
+        return tf.nest.map_structure(lambda t: tf.gather(t, rows), inputs), tf.gather(targets, rows)
 
-    dataset = (tf.data.Dataset.range(initial_epoch, max(epochs, initial_epoch))
-               .flat_map(one_epoch).map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
-    return dataset, steps
+    # The arrays enter as one dataset element zipped with every batch of row numbers, as Keras feeds
+    # arrays itself, rather than as constants copied into the map function's graph.
+    rows = tf.data.Dataset.range(initial_epoch, max(epochs, initial_epoch)).flat_map(one_epoch)
+    data = tf.data.Dataset.from_tensors((xs, ys)).repeat()
+    dataset = (tf.data.Dataset.zip((rows, data)).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+               .prefetch(tf.data.AUTOTUNE))
+    # Keras' options for its own dataset of arrays: tf.data's default graph rewrites gain nothing here.
+    options = tf.data.Options()
+    options.experimental_optimization.apply_default_optimizations = False
+    return dataset.with_options(options), steps
 
 
 def _seed_states(model) -> list:
