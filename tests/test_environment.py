@@ -97,7 +97,8 @@ def third_party_imports(*folders: str) -> set[str]:
                     names.update(a.name.split(".")[0] for a in node.names)
                 elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                     names.add(node.module.split(".")[0])
-    return {n for n in names if n not in sys.stdlib_module_names and n not in ("pipelines", "benchmarks")}
+    local = {p.stem for p in (ROOT / "tests").glob("*.py")} | {"pipelines", "benchmarks"}  # + tests/ helpers
+    return {n for n in names if n not in sys.stdlib_module_names and n not in local}
 
 
 def test_the_lock_covers_every_third_party_import_of_the_package():
