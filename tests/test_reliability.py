@@ -7,6 +7,7 @@ entry points (``pipelines.__main__.main``) or the shared function the stages cal
 from __future__ import annotations
 
 import errno
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -531,3 +532,19 @@ def test_a_resumed_siamese_fit_equals_an_uninterrupted_one(project, tmp_path, mo
     resumed = model().fit(0, train_idx, valid_idx, tmp_path / "resumed")
     assert resumed.resumed_from_epoch == 1
     assert _max_weight_difference(straight.model, resumed.model) == 0.0
+
+
+def test_a_gzip_is_stopped_at_the_ratio_limit_while_it_streams(tmp_path):
+    import gzip
+
+    from pipelines.common import archives
+
+    bomb = tmp_path / "train.csv.gz"
+    bomb.write_bytes(gzip.compress(b"0" * (8 << 20)))  # 8 MB of one byte: a ratio near 1000
+    out = tmp_path / "out"
+    with pytest.raises(archives.ArchiveLimitError, match="train.csv.*ratio.*--max-ratio"):
+        archives.extract(bomb, out)
+    assert list(out.iterdir()) == []
+    with archives.limits(max_ratio=10_000):
+        assert archives.extract(bomb, out) == [Path("train.csv")]
+    assert (out / "train.csv").stat().st_size == 8 << 20

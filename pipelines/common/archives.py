@@ -284,12 +284,16 @@ def _extract_gz(archive: Path, dest: Path) -> list[Path]:
     compressed = archive.stat().st_size
     written = 0
     # A .gz does not say its unpacked size reliably (modulo 4 GB): count while writing, stop at a limit.
-    with gzip.open(archive, "rb") as src, open(target, "wb") as out:
-        while block := src.read(1 << 22):
-            written += len(block)
-            budget.check_entry(archive, name, written, compressed)
-            budget.add(archive, len(block))
-            out.write(block)
+    try:
+        with gzip.open(archive, "rb") as src, open(target, "wb") as out:
+            while block := src.read(1 << 22):
+                written += len(block)
+                budget.check_entry(archive, name, written, compressed)
+                budget.add(archive, len(block))
+                out.write(block)
+    except BaseException:
+        target.unlink(missing_ok=True)  # a part of the file is not the file
+        raise
     return [Path(name)]
 
 

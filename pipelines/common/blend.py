@@ -9,10 +9,16 @@ targets, and fits a blend on their out-of-fold predictions:
 - ``--method stack``: a logistic-regression stacker on the models' logits (binary) or
   log-probabilities (multi-class).
 
+Runs that ``make compare`` would flag as stale (trained on features, folds or data that changed since)
+are refused, each named with the command that re-trains it, unless ``--allow-stale`` (recorded in the
+blend's run.json and the submission's record).
+
 The reported blend score is honest: the blend's OOF prediction of fold k comes from a blend fitted
 on the other folds' OOF only (cross-fitting). The weights used for the test set are then fitted on
 all OOF. The blend is written as a model run, ``models/<comp>/<source>/blend/``, in the CV engine's
-format, and a leaderboard CSV goes to ``submissions/<comp>/`` (see ``pipelines.common.submission``).
+format, and a leaderboard CSV goes to ``submissions/<comp>/`` (see ``pipelines.common.submission``)
+with its provenance record beside it (``pipelines.common.provenance``); test ids without a prediction
+get the train class prior and are listed there (``--strict`` refuses instead).
 
 Competition-specific options (e.g. Quora's test-prior correction) come from each
 ``pipelines.<comp>.submission.add_arguments``; ``--help`` lists those of every competition in
