@@ -246,6 +246,20 @@ def test_submit_refuses_a_sample_built_csv_whatever_the_source(quora_blend, tmp_
     assert any(c[0] == "competition_submit" for c in api.calls)
 
 
+def test_blend_warns_but_does_not_refuse_a_run_made_in_another_environment(quora_blend, capsys):
+    from pipelines.common.io import write_json
+
+    path = config.model_dir("quora", "sample", "bow_lr") / "run.json"
+    record = read_json(path)
+    record["environment"]["packages"]["numpy"] = "1.0.0"
+    record["environment"]["packages_sha256"] = "0" * 64
+    write_json(path, record)
+    assert _stage("blend", "quora", "sample", "--name", "other-env") == 0
+    err = capsys.readouterr().err
+    assert "made in another environment" in err and "numpy 1.0.0" in err and " ERROR " not in err
+    assert (config.submissions_dir("quora") / "other-env.csv").is_file()
+
+
 def test_submit_refuses_a_csv_from_stale_runs(project, tmp_path, capsys, monkeypatch):
     from pipelines.common import kaggle_io
 

@@ -395,7 +395,11 @@ def main(args: argparse.Namespace) -> int:
     out_dir = config.model_dir(comp, source, BLEND)
     params = {"method": args.method, "models": list(runs), "seed": args.seed,
               "stack_C": args.stack_C if args.method == "stack" else None}
-    stale = stale_models(comp, source, set(runs))
+    stale = stale_models(comp, source, set(runs), environment=False)
+    other_env = {name: reasons for name, reasons in stale_models(comp, source, set(runs)).items() if name not in stale}
+    if other_env:
+        log.warning("%d model run(s) were made in another environment (blended all the same; `make compare` "
+                    "flags them): %s", len(other_env), "; ".join(f"{n} ({', '.join(r)})" for n, r in other_env.items()))
     if stale and not args.allow_stale:
         listed = "; ".join(f"{name} ({', '.join(reasons)})" for name, reasons in stale.items())
         retrain = ", ".join(f"`{train_command(comp, source, name)}`" for name in stale)

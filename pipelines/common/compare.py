@@ -236,11 +236,14 @@ def environment_reasons(recorded: dict | None, current: dict) -> list[str]:
     return [f"made in another environment: {_some(diffs)}{fix}"]
 
 
-def stale_reasons(run: ModelRun, runs_by_name: dict[str, ModelRun], current_manifest: str | None) -> list[str]:
+def stale_reasons(run: ModelRun, runs_by_name: dict[str, ModelRun], current_manifest: str | None,
+                  environment: bool = True) -> list[str]:
     """Why a run no longer matches its inputs: changed input files, a changed data manifest, and for a
-    blend, models re-trained after it, stale or gone."""
+    blend, models re-trained after it, stale or gone; with ``environment``, also a run made in another
+    Python environment."""
     reasons = changed_inputs(run.record.get("inputs") or {})
-    reasons += environment_reasons(run.record.get("environment"), current_environment())
+    if environment:
+        reasons += environment_reasons(run.record.get("environment"), current_environment())
     recorded_manifest = run.record.get("data_manifest_sha256")
     if recorded_manifest and recorded_manifest != current_manifest:
         reasons.append("data manifest changed since training" if current_manifest else
@@ -268,15 +271,17 @@ def stale_reasons(run: ModelRun, runs_by_name: dict[str, ModelRun], current_mani
     return list(dict.fromkeys(reasons))
 
 
-def stale_models(comp: str, source: str, names=None) -> dict[str, list[str]]:
+def stale_models(comp: str, source: str, names=None, environment: bool = True) -> dict[str, list[str]]:
     """{model: why it is stale} of the finished runs under models/<comp>/<source>/ (only ``names`` when
-    given), by the same rules as the report: for the blend and submit stages, which refuse stale runs."""
+    given), by the same rules as the report: for the blend and submit stages, which refuse stale runs.
+    ``environment=False`` leaves out "made in another environment": a package upgrade does not make
+    predictions wrong, so the blend warns about it instead of refusing."""
     runs, _ = load_runs(config.models_dir(comp, source), comp, source)
     by_name = {r.name: r for r in runs}
     current_manifest = manifest_hash(comp, source)
     found = {}
     for run in sorted(runs, key=lambda r: r.is_blend):  # members first, as in build_comparison
-        run.stale_reasons = stale_reasons(run, by_name, current_manifest)
+        run.stale_reasons = stale_reasons(run, by_name, current_manifest, environment)
         if run.stale_reasons and (names is None or run.name in names):
             found[run.name] = run.stale_reasons
     return found
