@@ -55,6 +55,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -73,6 +74,9 @@ log = logging.getLogger(__name__)
 CLASS_NAMES = ["Type_1", "Type_2", "Type_3"]
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png"}
 DEFAULT_IMAGE_SIZE = 128
+# The sizes the default model set needs: 128 px for bow_svm and small_cnn, 224 px (the ImageNet
+# resolution) for the pretrained backbones (``make train MODEL=all``).
+DEFAULT_IMAGE_SIZES = (128, 224)
 LOCK_NAME = "features.lock.json"
 # Pillow's errors for unreadable, truncated or hostile files.
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
@@ -93,12 +97,15 @@ class Tensors:
     fit_exclude: np.ndarray | None = None
     stage: int = 1
     data: dict | None = None  # what the rows are made of, when more than train/ (stage-1 labels, additional)
+    lock_paths: tuple = ()  # the locks these arrays come from: the primary one, and the size's when another
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("cervix features")
-    g.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE,
-                   help=f"side of the square arrays in pixels (default {DEFAULT_IMAGE_SIZE})")
+    g.add_argument("--image-size", type=int, nargs="+", default=list(DEFAULT_IMAGE_SIZES), metavar="PX",
+                   help="side(s) of the square arrays in pixels, one tensor per size, each decoded from the "
+                        f"original images (default {' '.join(map(str, DEFAULT_IMAGE_SIZES))}: the small models' "
+                        "and the pretrained networks' sizes); a size already built is not decoded again")
     g.add_argument("--crop", action=argparse.BooleanOptionalAction, default=False,
                    help="crop each photo to the cervix region first (colour/sharpness heuristic; default off)")
     g.add_argument("--fit", choices=("crop", "pad"), default="crop",
@@ -323,13 +330,71 @@ def output_names(size: int) -> list[str]:
             "folds.npy", "fit_exclude.npy"]
 
 
-def build_features(source: str, image_size: int = DEFAULT_IMAGE_SIZE, crop: bool = False, fit: str = "crop",
-                   use_additional: bool = False, n_folds: int = config.N_FOLDS, seed: int = config.SEED,
-                   workers: int | None = None, force: bool = False, stage: int | None = None,
-                   stage1_labels: bool | None = None) -> Path:
-    """Run the tensor stage for one source; returns the features folder."""
-    if image_size < 8:
-        raise StageError(f"--image-size {image_size} is too small; use at least 8 (default {DEFAULT_IMAGE_SIZE})")
+def size_lock_name(size: int) -> str:
+    return f"features_{size}.lock.json"
+
+
+def build_features(source: str, image_size: int | Sequence[int] = DEFAULT_IMAGE_SIZE, crop: bool = False,
+                   fit: str = "crop", use_additional: bool = False, n_folds: int = config.N_FOLDS,
+                   seed: int = config.SEED, workers: int | None = None, force: bool = False,
+                   stage: int | None = None, stage1_labels: bool | None = None) -> Path:
+    """Run the tensor stage for one source at one or more image sizes; returns the features folder.
+
+    The smallest size is the primary one: its stage picks the rows, labels, folds and near-duplicates
+    (``features.lock.json``). Every other size is a step of its own (``features_<S>.lock.json``,
+    depending on the primary lock): the same rows decoded from the original images at S px, built
+    once and skipped while up to date, so asking for a new size decodes that size only.
+    """
+    sizes = sorted({int(s) for s in ([image_size] if isinstance(image_size, (int, np.integer)) else image_size)})
+    if not sizes:
+        raise StageError(f"--image-size: give at least one size (default {' '.join(map(str, DEFAULT_IMAGE_SIZES))})")
+    if sizes[0] < 8:
+        raise StageError(f"--image-size {sizes[0]} is too small; use at least 8 (default {DEFAULT_IMAGE_SIZE})")
+    out_dir = _build_primary(source, sizes[0], crop, fit, use_additional, n_folds, seed, workers, force, stage,
+                             stage1_labels)
+    for size in sizes[1:]:
+        _build_size(source, size, crop, fit, workers, force)
+    return out_dir
+
+
+def _build_size(source: str, size: int, crop: bool, fit: str, workers: int | None, force: bool) -> None:
+    """The primary stage's rows at another size (train_<S>.npy, test_<S>.npy), from the original images."""
+    out_dir = config.features_dir("cervix", source)
+    raw = config.raw_dir("cervix", source)
+    primary = out_dir / LOCK_NAME
+    lock = read_json(primary)
+    primary_size = int(lock["params_used"]["image_size"])
+    if size == primary_size:
+        return
+    step = Stage(f"features_{size}", out_dir, deps=[primary], params={"image_size": size, "crop": crop, "fit": fit},
+                 outs=[f"train_{size}.npy", f"test_{size}.npy"])
+    if not force and step.up_to_date():
+        log.info(step.skip_message())
+        return
+    train_paths = [raw / p for p in read_json(out_dir / "train_names.json")]
+    test_paths = [raw / p for p in lock.get("test_paths", [])]
+    if len(test_paths) != len(read_json(out_dir / "test_names.json")):
+        raise StageError(f"{primary} predates per-size tensors (no test_paths): rebuild with "
+                         f"`make features COMP=cervix SOURCE={source} ARGS='--force'`")
+    workers = workers or config.n_workers()
+    t0 = time.perf_counter()
+    for paths, name in ((train_paths, "train"), (test_paths, "test")):
+        _, errors, _ = write_image_tensor(paths, out_dir / f"{name}_{size}.npy", size, crop, fit, workers,
+                                          f"decode {name} {size}px")
+        if errors:
+            i, error = next(iter(errors.items()))
+            raise StageError(f"{paths[i]} decoded at {primary_size} px but not at {size} px ({error}): "
+                             f"check the file, then `make features COMP=cervix SOURCE={source} ARGS='--force'`")
+    seconds = time.perf_counter() - t0
+    log.info("features: %d train + %d test images at %dx%d in %.1fs -> %s", len(train_paths), len(test_paths),
+             size, size, seconds, out_dir)
+    step.done(extra={"decode_seconds": round(seconds, 3)})
+
+
+def _build_primary(source: str, image_size: int, crop: bool, fit: str, use_additional: bool, n_folds: int,
+                   seed: int, workers: int | None, force: bool, stage: int | None,
+                   stage1_labels: bool | None) -> Path:
+    """The tensor stage at its primary (smallest) size: rows, labels, folds, near-duplicates."""
     raw = config.raw_dir("cervix", source)
     if not (raw / "train").is_dir():
         raise StageError(f"no cervix images at {raw / 'train'}: run `make data COMP=cervix SOURCE={source}` first")
@@ -474,12 +539,24 @@ def build_features(source: str, image_size: int = DEFAULT_IMAGE_SIZE, crop: bool
         "n_fit_only": n_extra, "relabelled": applied,
         "withdrawn": sorted(p for p, why in skipped.items() if why.startswith("withdrawn")),
         "twins": twins, "decode_seconds": round(seconds, 3), "images_per_second": round(rate, 2),
+        "test_paths": [test_items[i] for i in kept_test],
         "crop_fallbacks": fallbacks + test_fallbacks})
     return out_dir
 
 
+def built_sizes(source: str) -> list[int]:
+    """Image sizes the tensor stage has built for ``source`` (the primary first; [] before the stage ran)."""
+    out_dir = config.features_dir("cervix", source)
+    if not (out_dir / LOCK_NAME).exists():
+        return []
+    primary = int(read_json(out_dir / LOCK_NAME)["params_used"]["image_size"])
+    extra = sorted(int(p.name.split("_")[1].split(".")[0]) for p in out_dir.glob("features_*.lock.json"))
+    return [primary] + [s for s in extra if s != primary]
+
+
 def load_tensors(source: str, image_size: int | None = None) -> Tensors:
-    """The tensor stage's outputs for ``source``; ``image_size`` must match the stage's (None: take it)."""
+    """The tensor stage's outputs for ``source`` at ``image_size`` (one of the sizes it built; None: the
+    primary size)."""
     out_dir = config.features_dir("cervix", source)
     lock_path = out_dir / LOCK_NAME
     if not lock_path.exists():
@@ -488,9 +565,19 @@ def load_tensors(source: str, image_size: int | None = None) -> Tensors:
     check_current(lock_path, f"make features COMP=cervix SOURCE={source}")  # damaged or out of date: one line
     built = int(read_json(lock_path)["params_used"]["image_size"])
     if image_size is not None and image_size != built:
-        raise StageError(f"--image-size {image_size} does not match the features, built at {built} px: pass "
-                         f"--image-size {built}, or rebuild with `make features COMP=cervix ARGS='--image-size "
-                         f"{image_size}'`")
+        size_lock = out_dir / size_lock_name(image_size)
+        sizes = built_sizes(source)
+        if not size_lock.exists():
+            raise StageError(f"no {image_size}-px cervix tensors (built: {', '.join(f'{s} px' for s in sizes)}): "
+                             f"build them with `make features COMP=cervix SOURCE={source} ARGS='--image-size "
+                             f"{' '.join(str(s) for s in sorted(set(sizes) | {image_size}))}'`, or pass "
+                             f"--image-size {built}")
+        check_current(size_lock, f"make features COMP=cervix SOURCE={source} ARGS='--image-size "
+                                 f"{' '.join(str(s) for s in sizes)}'")
+        built = image_size
+        lock_paths = (lock_path, size_lock)
+    else:
+        lock_paths = (lock_path,)
     missing = [n for n in output_names(built) if not (out_dir / n).exists()]
     if missing:
         raise StageError(f"cervix features in {out_dir} are incomplete (missing {', '.join(missing)}): "
@@ -511,6 +598,7 @@ def load_tensors(source: str, image_size: int | None = None) -> Tensors:
         test_names=read_json(out_dir / "test_names.json"),
         image_size=built,
         lock_path=lock_path,
+        lock_paths=lock_paths,
     )
 
 

@@ -2,17 +2,20 @@
 
     bow_svm        colour histograms + colour layout + bag of visual words -> RBF SVM (numpy/sklearn)
     small_cnn      compact CNN from scratch (Keras)
-    mobilenet_v2   keras.applications backbones with a new 3-class head (pretrained or from scratch)
-    vgg16
-    resnet50
+    mobilenet_v2   keras.applications backbones with a new 3-class head (pretrained or from scratch):
+    ...            one registry entry each in backbones.py (mobilenet, mobilenet_v2, mobilenet_v2_050,
+                   inception_v3, efficientnet_b0, vgg16, resnet50)
+    cnn_features   a backbone's frozen pooled features (TTA-averaged, cached) -> LR / LightGBM head
+                   (cnn_features.py; trained by the train stage, run name cnn_features_<backbone>)
 
 Keras/TensorFlow are imported only when a network is built (``cnn`` is imported lazily).
 """
 from __future__ import annotations
 
+from pipelines.cervix.models.backbones import BACKBONES
 from pipelines.cervix.models.bow_svm import BowSvmModel, BowSvmOptions
 
-NETWORKS = ("small_cnn", "mobilenet_v2", "vgg16", "resnet50")
+NETWORKS = ("small_cnn",) + tuple(BACKBONES)  # every registry entry (backbones.py) is a network
 MODEL_NAMES = ("bow_svm",) + NETWORKS
 
 

@@ -1,15 +1,22 @@
 """Keras image networks for the cervix types: a small CNN from scratch and keras.applications
-backbones (VGG16, ResNet50, MobileNetV2) with a new 3-class head.
+backbones (one registry entry each in ``backbones.py``: MobileNet, MobileNetV2 at two widths,
+InceptionV3, EfficientNetB0, VGG16, ResNet50) with a new 3-class head.
 
 Model graph: uint8 image -> training-only augmentation layers (``augment.py``) -> the network's
 own input preprocessing -> backbone -> global average pooling -> dropout -> softmax(3).
 
 Training, per fold (``KerasImageModel.fit``):
 
-* pretrained weights (``--weights imagenet`` or a local .h5 file): phase "head" trains only the
-  new head for ``head_epochs`` with the backbone frozen, then phase "fine_tune" unfreezes the top
-  ``fine_tune_layers`` backbone layers (BatchNormalization layers stay frozen, in inference mode)
-  and trains at lr / 10 for the remaining epochs;
+* pretrained weights (``--weights imagenet`` or a local .h5 file): optionally the head starts as a
+  logistic regression on the frozen features of the fold's train images (``head_init="probe"``);
+  phase "head" trains only the head for at most ``head_epochs`` with the backbone frozen (its own
+  early stopping, ``head_patience``); then gradual unfreezing at lr / 10: phases "unfreeze_1" ..
+  "unfreeze_<unfreeze_steps>" make more and more of the top ``fine_tune_blocks`` backbone blocks
+  trainable (``backbones.block_ids``), with discriminative learning rates (x ``lr_decay`` per block
+  below the top one, ``LayerwiseAdam``) and BatchNorm frozen (inference mode) or trained at
+  ``bn_momentum`` (``bn``). ``fine_tune_layers`` > 0 is the older single phase with the top N
+  layers unfrozen, BatchNorm frozen;
+* ``label_smoothing`` > 0 trains on smoothed labels; early stopping then watches the plain log loss;
 * from scratch (``--weights none``, and the small CNN): one phase, the whole network;
 * the learning rate follows a cosine from lr to lr / 100 over the "full" and "fine_tune" phases
   (``--lr-schedule``; the few head-only epochs keep lr);
@@ -37,7 +44,9 @@ from typing import Callable
 import numpy as np
 
 from pipelines import config
+from pipelines.cervix.models import backbones
 from pipelines.cervix.models.augment import _augment_class, augmentation_layers, predict_tta
+from pipelines.cervix.models.backbones import BACKBONES
 from pipelines.common.checkpoint import (CheckpointClock, epoch_batches, restore_rng_state, rng_state,
                                          save_weights_as)
 from pipelines.common.io import atomic_path, read_json, write_json
@@ -48,19 +57,17 @@ log = logging.getLogger(__name__)
 N_CLASSES = 3
 WEIGHTS_HOST = ("storage.googleapis.com", 443)
 PROBE_TIMEOUT_S = 3.0
-# architecture -> (keras.applications class, keras.applications module with preprocess_input)
-APPLICATIONS = {
-    "vgg16": ("VGG16", "vgg16"),
-    "resnet50": ("ResNet50", "resnet50"),
-    "mobilenet_v2": ("MobileNetV2", "mobilenet_v2"),
-}
+# architecture -> (keras.applications class, keras.applications module with preprocess_input):
+# one line per backbone in backbones.BACKBONES
+APPLICATIONS = {name: (b.application, b.module) for name, b in BACKBONES.items()}
 ARCHITECTURES = ("small_cnn",) + tuple(APPLICATIONS)
 # Keras' default 0.99 leaves the moving statistics near their initial values for the first few
 # hundred steps, and a small data set has only ~40 steps per epoch: validation then sees a
 # network that is not the one being trained. NetOptions.bn_momentum (small CNN) defaults to 0.9;
 # the train stage lowers it on the built-in sample, which has 6 steps per epoch.
 BN_MOMENTUM = 0.9
-MIN_INPUT_SIZE = {"vgg16": 32, "resnet50": 32, "mobilenet_v2": 32, "small_cnn": 16}
+PROBE_CS = (0.0001, 0.0003, 0.001, 0.003, 0.01)  # head_init="probe": C grid of the inner CV
+MIN_INPUT_SIZE = {"small_cnn": 16, **{name: b.min_size for name, b in BACKBONES.items()}}
 
 
 @dataclass
@@ -70,14 +77,23 @@ class NetOptions:
     lr: float = 1e-3
     tta: int = 4
     weights: str = "none"  # "imagenet", "none" or a path to a Keras .h5 weights file
-    fine_tune_layers: int = 30
+    fine_tune_layers: int = 0  # > 0: the old recipe, one phase with the top N layers (BatchNorm frozen)
     head_epochs: int = 3
     patience: int = 8
+    # the fine-tuning recipe (pretrained backbones; see training_phases and set_phase)
+    head_patience: int = 2  # early stopping of the head phase, its own
+    head_init: str = "train"  # "probe": the head starts as a logistic regression on the frozen features
+    fine_tune_blocks: int = 6  # top backbone blocks trainable at the end of gradual unfreezing (0: all)
+    unfreeze_steps: int = 3  # phases that unfreeze them, top blocks first
+    unfreeze_epochs: int = 2  # epochs of each unfreezing phase but the last (which runs to --epochs)
+    lr_decay: float = 0.7  # discriminative learning rates: x lr_decay per block below the top one
+    bn: str = "frozen"  # BatchNorm of the unfrozen blocks: "frozen" statistics, or "train" at bn_momentum
+    label_smoothing: float = 0.0
     lr_schedule: str = "cosine"  # "cosine": from lr down to lr / 100 over each phase; "constant"
     class_weight: bool = False
     augment: str = "light"
     dropout: float = 0.3
-    alpha: float = 0.35  # MobileNetV2 width multiplier
+    alpha: float | None = None  # MobileNets' width multiplier (None: the registry entry's)
     width: int = 16  # small CNN: filters of the first block (doubled per block)
     bn_momentum: float = BN_MOMENTUM  # small CNN's BatchNormalization layers
     seed: int = 42
@@ -86,14 +102,20 @@ class NetOptions:
         out = asdict(self)
         if self.weights not in ("imagenet", "none"):
             out["weights"] = str(Path(self.weights).resolve())
-        if arch != "mobilenet_v2":
+        if arch not in BACKBONES or BACKBONES[arch].alpha is None:
             out.pop("alpha")
+        elif self.alpha is None:
+            out["alpha"] = BACKBONES[arch].alpha
         if arch != "small_cnn":
             out.pop("width")
             out.pop("bn_momentum")
         if arch == "small_cnn" or self.weights == "none":
-            out.pop("head_epochs")
-            out.pop("fine_tune_layers")
+            for key in ("head_epochs", "fine_tune_layers", "head_patience", "head_init", "fine_tune_blocks",
+                        "unfreeze_steps", "unfreeze_epochs", "lr_decay", "bn"):
+                out.pop(key)
+        elif self.fine_tune_layers > 0:  # the old recipe: no blocks
+            for key in ("fine_tune_blocks", "unfreeze_steps", "unfreeze_epochs", "lr_decay", "bn"):
+                out.pop(key)
         return {"model": arch, **out}
 
 
@@ -113,16 +135,12 @@ def keras_cache_dirs() -> list[Path]:
     return out
 
 
-def imagenet_file_name(arch: str, image_size: int, alpha: float = 0.35) -> str:
-    """The no-top weights file keras.applications downloads for this architecture and input size."""
-    if arch == "vgg16":
-        return "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
-    if arch == "resnet50":
-        return "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
-    if arch == "mobilenet_v2":
-        rows = image_size if image_size in (96, 128, 160, 192, 224) else 224
-        return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{rows}_no_top.h5"
-    raise ValueError(f"{arch} has no ImageNet weights")
+def imagenet_file_name(arch: str, image_size: int, alpha: float | None = None) -> str:
+    """The no-top weights file keras.applications downloads for this architecture and input size
+    (``alpha`` None: the registry entry's width)."""
+    if arch not in BACKBONES:
+        raise ValueError(f"{arch} has no ImageNet weights")
+    return BACKBONES[arch].file_name(image_size, alpha)
 
 
 def probe_download_host(host: str = WEIGHTS_HOST[0], port: int = WEIGHTS_HOST[1],
@@ -148,15 +166,15 @@ def probe_download_host(host: str = WEIGHTS_HOST[0], port: int = WEIGHTS_HOST[1]
 NETWORK_PROBE: Callable[[], bool] = probe_download_host
 
 
-def shared_weights_file(arch: str, alpha: float) -> Path | None:
+def shared_weights_file(arch: str, alpha: float | None = None) -> Path | None:
     """The 224-px no-top file for this architecture in config.SHARED_WEIGHTS, if there is one."""
-    if arch != "mobilenet_v2":
+    if arch not in BACKBONES:
         return None
     path = config.SHARED_WEIGHTS / imagenet_file_name(arch, 224, alpha)
     return path if path.is_file() else None
 
 
-def resolve_weights(arch: str, weights: str, image_size: int, alpha: float = 0.35) -> str | None:
+def resolve_weights(arch: str, weights: str, image_size: int, alpha: float | None = None) -> str | None:
     """What to pass as keras.applications' ``weights=``: "imagenet", a file path, or None.
 
     ``imagenet`` is only handed to Keras when the file is already cached or the download host
@@ -206,8 +224,7 @@ def _preprocess_layer_class():
             self.application = application
 
         def call(self, inputs):
-            module = getattr(keras.applications, APPLICATIONS[self.application][1])
-            return module.preprocess_input(inputs)
+            return backbones.preprocess(self.application, inputs)
 
         def get_config(self):
             return {**super().get_config(), "application": self.application}
@@ -249,11 +266,8 @@ def build_network(arch: str, image_size: int, opts: NetOptions, weights: str | N
     if arch == "small_cnn":
         x = small_cnn_body(x, opts.width, opts.bn_momentum)
     else:
-        cls_name, _ = APPLICATIONS[arch]
-        kwargs = {"alpha": opts.alpha} if arch == "mobilenet_v2" else {}
-        backbone = getattr(keras.applications, cls_name)(include_top=False, weights=weights,
-                                                         input_shape=(image_size, image_size, 3), pooling="avg",
-                                                         **kwargs)
+        backbone = backbones.build_backbone(arch, image_size, weights, opts.alpha)
+        backbone._cervix_arch = arch
         x = _preprocess_layer_class()(arch, name="preprocess")(x)
         x = backbone(x)
     x = layers.Dropout(opts.dropout, name="head_dropout")(x)
@@ -261,9 +275,33 @@ def build_network(arch: str, image_size: int, opts: NetOptions, weights: str | N
     return keras.Model(inputs, outputs, name=arch), backbone
 
 
-def set_phase(backbone, phase: str, fine_tune_layers: int) -> None:
-    """Freeze the backbone (head phase), unfreeze its top layers, BatchNorm excepted (fine-tune), or
-    train every layer (full: from scratch, where no layer has weights worth keeping)."""
+def backbone_block_ids(backbone) -> list[int]:
+    """Block index of every backbone layer (backbones.block_ids; the registry entry from the model's name)."""
+    return backbones.block_ids(backbone_arch(backbone), [layer.name for layer in backbone.layers])
+
+
+def backbone_arch(backbone) -> str:
+    """The registry name of a built keras.applications model (``backbone_arch`` attribute, set by build)."""
+    arch = getattr(backbone, "_cervix_arch", None)
+    if arch is None:  # a reloaded model: Keras names it after the application ("mobilenetv2_0.35_224")
+        name = backbone.name.lower().replace("_", "")
+        found = sorted((a for a, b in BACKBONES.items() if name.startswith(b.application.lower())),
+                       key=lambda a: -len(BACKBONES[a].application))
+        found = [a for a in found if BACKBONES[a].application == BACKBONES[found[0]].application] if found else []
+        arch = next((a for a in found if BACKBONES[a].alpha is None
+                     or f"{BACKBONES[a].alpha:.2f}".replace("_", "") in name), found[0] if found else None)
+    if arch is None:
+        raise ValueError(f"backbone {backbone.name!r} is in no registry entry")
+    return arch
+
+
+def set_phase(backbone, phase: str, fine_tune_layers: int, blocks: int = 0, bn: str = "frozen",
+              bn_momentum: float = BN_MOMENTUM) -> None:
+    """Freeze the backbone (head phase), unfreeze its top ``blocks`` blocks (gradual unfreezing: the
+    "unfreeze_k" phases; ``blocks`` <= 0: every block), or its top ``fine_tune_layers`` layers (the
+    old "fine_tune" phase), BatchNorm frozen in both unless ``bn="train"`` (then the unfrozen
+    blocks' BatchNorm layers train, their statistics updated at ``bn_momentum``), or train every
+    layer (full: from scratch, where no layer has weights worth keeping)."""
     import keras
 
     if backbone is None:
@@ -275,6 +313,18 @@ def set_phase(backbone, phase: str, fine_tune_layers: int) -> None:
     if phase == "full":
         for layer in backbone.layers:
             layer.trainable = True
+        return
+    if phase.startswith("unfreeze"):
+        ids = backbone_block_ids(backbone)
+        first = max(ids) - blocks + 1 if blocks > 0 else 0
+        for layer, block in zip(backbone.layers, ids):
+            train = block >= first
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = train and bn == "train"
+                if layer.trainable:
+                    layer.momentum = bn_momentum
+            else:
+                layer.trainable = train
         return
     n = len(backbone.layers)
     first_trainable = n - fine_tune_layers if fine_tune_layers > 0 else n
@@ -288,22 +338,104 @@ def load_fold_model(path: Path):
 
     _preprocess_layer_class()
     _augment_class()
+    _optimizer_class()
+    _smoothed_loss_class()
     return keras.models.load_model(path)
 
 
-def compile_model(model, lr: float) -> None:
+def lr_multipliers(backbone, blocks: int, decay: float) -> dict[str, float]:
+    """Discriminative learning rates: {backbone layer name: decay ** (blocks below the top block)} for
+    the layers of the top ``blocks`` blocks (<= 0: all); layers not named (the head) keep the phase's lr."""
+    if backbone is None or decay == 1.0:
+        return {}
+    ids = backbone_block_ids(backbone)
+    top = max(ids)
+    first = top - blocks + 1 if blocks > 0 else 0
+    return {layer.name: float(decay ** (top - b)) for layer, b in zip(backbone.layers, ids)
+            if b >= first and layer.weights}
+
+
+def _optimizer_class():
+    """Adam whose learning rate is scaled per layer (``multipliers``: layer name -> factor)."""
+    if "LayerwiseAdam" in _custom_layers:
+        return _custom_layers["LayerwiseAdam"]
     import keras
 
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    @keras.saving.register_keras_serializable(package="cervix")
+    class LayerwiseAdam(keras.optimizers.Adam):
+        def __init__(self, multipliers=None, **kwargs):
+            super().__init__(**kwargs)
+            self.multipliers = {str(k): float(v) for k, v in (multipliers or {}).items()}
+            self.scales: list[float] = []
+
+        def scale_of(self, variable) -> float:
+            parts = variable.path.split("/")[:-1]
+            return next((self.multipliers[p] for p in reversed(parts) if p in self.multipliers), 1.0)
+
+        def build(self, variables):
+            super().build(variables)
+            self.scales = [self.scale_of(v) for v in variables]
+
+        def update_step(self, gradient, variable, learning_rate):
+            scale = self.scales[self._get_variable_index(variable)]
+            return super().update_step(gradient, variable, learning_rate * scale if scale != 1.0 else learning_rate)
+
+        def get_config(self):
+            return {**super().get_config(), "multipliers": self.multipliers}
+
+    _custom_layers["LayerwiseAdam"] = LayerwiseAdam
+    return LayerwiseAdam
+
+
+def _smoothed_loss_class():
+    """Sparse categorical cross-entropy against labels smoothed towards the uniform distribution."""
+    if "SmoothedSparseCrossentropy" in _custom_layers:
+        return _custom_layers["SmoothedSparseCrossentropy"]
+    import keras
+
+    @keras.saving.register_keras_serializable(package="cervix")
+    class SmoothedSparseCrossentropy(keras.losses.Loss):
+        def __init__(self, smoothing=0.1, name="smoothed_crossentropy", **kwargs):
+            super().__init__(name=name, **kwargs)
+            self.smoothing = float(smoothing)
+
+        def call(self, y_true, y_pred):
+            ops = keras.ops
+            target = ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"), N_CLASSES)
+            target = target * (1.0 - self.smoothing) + self.smoothing / N_CLASSES
+            return keras.losses.categorical_crossentropy(target, y_pred)
+
+        def get_config(self):
+            return {**super().get_config(), "smoothing": self.smoothing}
+
+    _custom_layers["SmoothedSparseCrossentropy"] = SmoothedSparseCrossentropy
+    return SmoothedSparseCrossentropy
+
+
+def compile_model(model, lr: float, label_smoothing: float = 0.0, multipliers: dict | None = None) -> None:
+    """Adam (per-layer learning rates when ``multipliers``), cross-entropy (label-smoothed when
+    ``label_smoothing`` > 0, with the plain log loss as the "log_loss" metric that early stopping
+    then watches)."""
+    import keras
+
+    optimizer = _optimizer_class()(multipliers=multipliers, learning_rate=lr) if multipliers \
+        else keras.optimizers.Adam(lr)
+    if label_smoothing > 0:
+        model.compile(optimizer=optimizer, loss=_smoothed_loss_class()(label_smoothing),
+                      metrics=["accuracy", keras.metrics.SparseCategoricalCrossentropy(name="log_loss")])
+        return
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
 
 @dataclass
 class Phase:
-    name: str  # "full", "head" or "fine_tune"
+    name: str  # "full", "head", "fine_tune" (top layers) or "unfreeze_<k>" (top blocks)
     end_epoch: int  # exclusive
     lr: float
     start_epoch: int = 0
+    blocks: int = 0  # unfreeze_<k>: top backbone blocks trainable (<= 0: all)
+    patience: int | None = None  # early stopping of this phase (None: NetOptions.patience)
+    span: tuple | None = None  # (first, end) epochs of the cosine, when it spans several phases
 
 
 def phase_lr(phase: Phase, epoch: int, schedule: str) -> float:
@@ -312,19 +444,37 @@ def phase_lr(phase: Phase, epoch: int, schedule: str) -> float:
     resumed fold continues on the same curve."""
     if schedule == "constant" or phase.name == "head":
         return phase.lr
-    span = max(1, phase.end_epoch - phase.start_epoch - 1)
-    progress = min(max((epoch - phase.start_epoch) / span, 0.0), 1.0)
+    start, end = phase.span or (phase.start_epoch, phase.end_epoch)
+    span = max(1, end - start - 1)
+    progress = min(max((epoch - start) / span, 0.0), 1.0)
     low = phase.lr / 100
     return float(low + 0.5 * (phase.lr - low) * (1 + math.cos(math.pi * progress)))
 
 
 def training_phases(arch: str, opts: NetOptions, pretrained: bool) -> list[Phase]:
+    """From scratch: one "full" phase. Pretrained: the head alone (backbone frozen, early stopping
+    of its own after ``head_patience`` epochs), then fine-tuning at lr / 10: gradual unfreezing,
+    ``unfreeze_steps`` phases of ``unfreeze_epochs`` epochs (the last to ``epochs``), each with the
+    top ceil(k / steps x ``fine_tune_blocks``) blocks trainable and one cosine over all of them; or,
+    with ``fine_tune_layers`` > 0, the old single phase with the top layers."""
     if arch == "small_cnn" or not pretrained:
         return [Phase("full", opts.epochs, opts.lr)]
     head = min(opts.head_epochs, opts.epochs)
-    phases = [Phase("head", head, opts.lr)]
-    if opts.epochs > head:
-        phases.append(Phase("fine_tune", opts.epochs, opts.lr / 10, start_epoch=head))
+    phases = [Phase("head", head, opts.lr, patience=opts.head_patience)] if head > 0 else []
+    if opts.epochs <= head:
+        return phases
+    if opts.fine_tune_layers > 0:
+        return phases + [Phase("fine_tune", opts.epochs, opts.lr / 10, start_epoch=head)]
+    steps, start = max(1, opts.unfreeze_steps), head
+    for k in range(1, steps + 1):
+        end = opts.epochs if k == steps else min(opts.epochs, start + opts.unfreeze_epochs)
+        if end <= start:
+            continue
+        blocks = math.ceil(opts.fine_tune_blocks * k / steps) if opts.fine_tune_blocks > 0 else (
+            0 if k == steps else -k)  # -k: resolved against the backbone's block count in fit
+        phases.append(Phase(f"unfreeze_{k}", end, opts.lr / 10, start_epoch=start, blocks=blocks,
+                            span=(head, opts.epochs)))
+        start = end
     return phases
 
 
@@ -382,7 +532,8 @@ def make_checkpoint_callback(state: TrainState, files: dict[str, Path], patience
             logs = logs or {}
             for key, value in logs.items():
                 state.history.setdefault(key, []).append(float(value))
-            val_loss = float(logs.get("val_loss", logs.get("loss", math.inf)))
+            # with label smoothing the loss is not the log loss: watch the plain log loss metric
+            val_loss = float(logs.get("val_log_loss", logs.get("val_loss", logs.get("loss", math.inf))))
             state.epochs_done = epoch + 1
             if val_loss < state.best_val_loss:
                 state.best_val_loss, state.best_epoch, state.wait = val_loss, epoch, 0
@@ -472,6 +623,17 @@ class KerasImageModel:
             model = load_fold_model(files["checkpoint"])
             restore_rng_state(model, state.rng)
             backbone = model.get_layer(backbone.name) if backbone is not None else None
+            if backbone is not None:
+                backbone._cervix_arch = self.name
+        if backbone is not None:  # gradual unfreezing of every block: the block count is the backbone's
+            total = max(backbone_block_ids(backbone)) + 1
+            steps = max(1, self.opts.unfreeze_steps)
+            for ph in phases:
+                if ph.blocks < 0:
+                    ph.blocks = math.ceil(total * -ph.blocks / steps)
+        if (self.pretrained and self.opts.head_init == "probe" and not resumed_model and state.epochs_done == 0
+                and backbone is not None):
+            self.probe_head(model, backbone, x_tr, y_tr, fold)
 
         for p in range(state.phase, len(phases)):
             phase = phases[p]
@@ -483,8 +645,11 @@ class KerasImageModel:
             if state.phase_finished or state.epochs_done >= phase.end_epoch:
                 continue
             if not resumed_model:  # a loaded checkpoint keeps its trainable flags and optimizer state
-                set_phase(backbone, phase.name, self.opts.fine_tune_layers)
-                compile_model(model, phase.lr)
+                set_phase(backbone, phase.name, self.opts.fine_tune_layers, phase.blocks, self.opts.bn,
+                          self.opts.bn_momentum)
+                multipliers = lr_multipliers(backbone, phase.blocks, self.opts.lr_decay) \
+                    if phase.name.startswith("unfreeze") else None
+                compile_model(model, phase.lr, self.opts.label_smoothing, multipliers)
             resumed_model = False
             log.info("%s fold %d: phase %s, epochs %d-%d, lr %.2g", self.name, fold + 1, phase.name,
                      state.epochs_done + 1, phase.end_epoch, phase.lr)
@@ -496,7 +661,9 @@ class KerasImageModel:
             model.fit(batches, steps_per_epoch=steps, validation_data=(x_va, y_va),
                       validation_batch_size=self.opts.batch_size,
                       epochs=phase.end_epoch, initial_epoch=state.epochs_done, class_weight=class_weight,
-                      callbacks=[schedule, make_checkpoint_callback(state, files, self.opts.patience, clock)],
+                      callbacks=[schedule, make_checkpoint_callback(
+                          state, files, phase.patience if phase.patience is not None else self.opts.patience,
+                          clock)],
                       verbose=self.verbose, shuffle=False)
         if files["best"].exists():
             model.load_weights(files["best"])
@@ -504,6 +671,38 @@ class KerasImageModel:
                      state.best_epoch + 1)
         self.history = state.history
         return model
+
+    def probe_head(self, model, backbone, x_tr: np.ndarray, y_tr: np.ndarray, fold: int) -> None:
+        """head_init="probe" (linear probing before fine-tuning): the head's weights become a
+        logistic regression (C by a 3-fold inner CV) on the frozen backbone's pooled features of the
+        fold's train images, standardisation folded into the weights."""
+        import warnings
+
+        import keras
+        from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+        from sklearn.model_selection import StratifiedKFold
+
+        inputs = model.input
+        features = keras.Model(inputs, backbone(model.get_layer("preprocess")(inputs), training=False))
+        f = features.predict(x_tr, batch_size=max(self.opts.batch_size * 2, 64), verbose=0).astype(np.float64)
+        mu, sd = f.mean(axis=0), f.std(axis=0) + 1e-6
+        n_inner = int(min(3, np.bincount(y_tr, minlength=N_CLASSES).min()))
+        if n_inner >= 2:
+            clf = LogisticRegressionCV(Cs=list(PROBE_CS), scoring="neg_log_loss", max_iter=2000,
+                                       cv=StratifiedKFold(n_inner, shuffle=True, random_state=self.opts.seed + fold))
+        else:
+            clf = LogisticRegression(C=PROBE_CS[len(PROBE_CS) // 2], max_iter=2000)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # sklearn's FutureWarnings and ConvergenceWarnings
+            clf.fit((f - mu) / sd, y_tr)
+        coef = np.zeros((N_CLASSES, f.shape[1]))
+        bias = np.zeros(N_CLASSES)
+        coef[clf.classes_] = clf.coef_ if len(clf.classes_) > 2 else np.vstack([-clf.coef_, clf.coef_]) / 2
+        bias[clf.classes_] = clf.intercept_ if len(clf.classes_) > 2 else np.r_[-clf.intercept_, clf.intercept_] / 2
+        kernel = (coef / sd).T
+        model.get_layer("head").set_weights([kernel.astype(np.float32), (bias - (coef / sd) @ mu).astype(np.float32)])
+        c = float(np.atleast_1d(clf.C_)[0]) if hasattr(clf, "C_") else float(clf.C)
+        log.info("%s fold %d: head initialised by a linear probe (C %.3g)", self.name, fold + 1, c)
 
     def _predict(self, model, x: np.ndarray) -> np.ndarray:
         batch = max(self.opts.batch_size * 2, 64)
