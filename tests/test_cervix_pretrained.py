@@ -301,3 +301,36 @@ def test_cnn_features_through_the_train_stage(project_dirs, caplog):
         train.train_models(train_args("sample", "--model", "cnn_features", "--backbone", "vgg16", "--weights",
                                       "none", "--tta", "2", "--no-resume"))
     assert "features from the cache" in caplog.text
+
+
+# ------------------------------------------------------------------------- augmentation, small CNN
+
+
+def test_random_resized_crop_changes_the_aspect_ratio():
+    from pipelines.cervix.models import augment
+
+    size = 32
+    rows, cols = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
+    image = np.stack([rows * 8, cols * 8, np.zeros_like(rows)], axis=-1).astype("float32")[None].repeat(64, 0)
+
+    def span_ratios(aspect):
+        layer = augment._augment_class()(zoom=0.5, brightness=0.0, contrast=0.0, gain=0.0, aspect=aspect, seed=3)
+        out = np.asarray(layer(image, training=True))
+        spans = out[..., :2].max(axis=(1, 2)) - out[..., :2].min(axis=(1, 2))  # (64, 2): the crop's h and w
+        return spans.max(axis=1) / spans.min(axis=1)
+
+    np.testing.assert_allclose(span_ratios(0.0), 1.0, atol=1e-4)  # zoom alone: square crops
+    ratios = span_ratios(0.2877)
+    assert ratios.max() > 1.15 and ratios.max() < 4 / 3 * 1.1  # aspect ratios up to 4:3
+    levels = {level: augment.augmentation_layers(level, seed=1) for level in ("crop", "crop_colour")}
+    assert all(layers[0].aspect > 0 for layers in levels.values())
+    assert levels["crop_colour"][0].brightness > levels["crop"][0].brightness
+
+
+def test_small_cnn_deeper_variant():
+    model, _ = cnn.build_network("small_cnn", 64, cnn.NetOptions(width=8, depth=5, augment="none"), None)
+    names = [layer.name for layer in model.layers]
+    assert "block5_conv" in names and "block6_conv" not in names
+    assert sum(name.endswith("_pool") for name in names) == 4
+    assert model.get_layer("block5_conv").filters == 64  # width x 8 at most
+    assert model.predict(np.zeros((1, 64, 64, 3), np.uint8), verbose=0).shape == (1, 3)

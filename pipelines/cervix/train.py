@@ -117,6 +117,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="MobileNets' width multiplier (default: the model's, e.g. 0.35 for mobilenet_v2)")
     n.add_argument("--width", type=int, default=16,
                    help="small_cnn filters of the first block, doubled per block (default 16)")
+    n.add_argument("--depth", type=int, default=4,
+                   help="small_cnn conv blocks after the stem, each but the last followed by a 2x2 max-pool "
+                        "(default 4; 5 for 160-192 px inputs keeps the last map as small)")
     f = parser.add_argument_group("cervix cnn_features (frozen pretrained features + a regularised head)")
     f.add_argument("--backbone", choices=tuple(BACKBONES), default=DEFAULT_BACKBONE,
                    help=f"backbone of cnn_features (default {DEFAULT_BACKBONE}); its run is cnn_features_<backbone>")
@@ -198,6 +201,7 @@ def net_options(args: argparse.Namespace, arch: str, weights: str | None):
                       label_smoothing=args.label_smoothing,
                       class_weight=args.class_weight,
                       augment=args.augment, dropout=args.dropout, alpha=args.alpha, width=args.width,
+                      depth=args.depth,
                       bn_momentum=SAMPLE_BN_MOMENTUM if is_sample else BN_MOMENTUM,
                       seed=args.seed)
 

@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-AUGMENT_LEVELS = ("none", "light", "strong")
+AUGMENT_LEVELS = ("none", "light", "strong", "crop", "crop_colour")
 
 
 def _identity(x):
@@ -83,8 +83,11 @@ def predict_tta(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray, n: i
 
 
 # level -> (zoom: largest fraction cut from the side, brightness: fraction of 255,
-#           contrast: fraction, per-channel gain: fraction)
-AUGMENT_STRENGTH = {"light": (0.15, 0.08, 0.10, 0.05), "strong": (0.30, 0.15, 0.20, 0.10)}
+#           contrast: fraction, per-channel gain: fraction, aspect: largest |log aspect ratio|)
+# "crop" and "crop_colour" are random resized crops (area 25-100%, aspect 3:4 to 4:3, as in
+# Inception training), with light and strong colour jitter.
+AUGMENT_STRENGTH = {"light": (0.15, 0.08, 0.10, 0.05, 0.0), "strong": (0.30, 0.15, 0.20, 0.10, 0.0),
+                    "crop": (0.50, 0.08, 0.10, 0.05, 0.2877), "crop_colour": (0.50, 0.15, 0.20, 0.10, 0.2877)}
 
 _classes: dict = {}
 
@@ -106,9 +109,10 @@ def _augment_class():
         2-core CPU those cost about as much as the small CNN itself (about 1 ms per image each).
         """
 
-        def __init__(self, zoom=0.15, brightness=0.08, contrast=0.1, gain=0.05, seed=None, **kwargs):
+        def __init__(self, zoom=0.15, brightness=0.08, contrast=0.1, gain=0.05, seed=None, aspect=0.0, **kwargs):
             super().__init__(**kwargs)
             self.zoom, self.brightness, self.contrast, self.gain, self.seed = zoom, brightness, contrast, gain, seed
+            self.aspect = aspect
             self.seed_generator = keras.random.SeedGenerator(seed)
 
         def call(self, inputs, training=None):
@@ -126,7 +130,14 @@ def _augment_class():
             x = pick(u[:, 1] < 0.5, tf.reverse(x, [1]), x)
             if x.shape[1] == x.shape[2]:
                 x = pick(u[:, 2] < 0.5, tf.transpose(x, [0, 2, 1, 3]), x)
-            if self.zoom > 0:
+            if self.zoom > 0 and self.aspect > 0:  # random resized crop: area (1 - zoom)^2..1, aspect ratio
+                area = (1.0 - self.zoom) ** 2 + (1.0 - (1.0 - self.zoom) ** 2) * u[:, 3]
+                ratio = tf.exp(self.aspect * (2.0 * keras.random.uniform((n,), seed=self.seed_generator) - 1.0))
+                h, w = tf.minimum(tf.sqrt(area / ratio), 1.0), tf.minimum(tf.sqrt(area * ratio), 1.0)
+                top, left = (1.0 - h) * u[:, 4], (1.0 - w) * u[:, 5]
+                boxes = tf.stack([top, left, top + h, left + w], axis=1)
+                x = tf.image.crop_and_resize(x, boxes, tf.range(n), (x.shape[1], x.shape[2]))
+            elif self.zoom > 0:
                 side = 1.0 - self.zoom * u[:, 3]
                 top, left = (1.0 - side) * u[:, 4], (1.0 - side) * u[:, 5]
                 boxes = tf.stack([top, left, top + side, left + side], axis=1)
@@ -142,7 +153,7 @@ def _augment_class():
 
         def get_config(self):
             return {**super().get_config(), "zoom": self.zoom, "brightness": self.brightness,
-                    "contrast": self.contrast, "gain": self.gain, "seed": self.seed}
+                    "contrast": self.contrast, "gain": self.gain, "seed": self.seed, "aspect": self.aspect}
 
     _classes["CervixAugment"] = CervixAugment
     return CervixAugment
@@ -154,6 +165,6 @@ def augmentation_layers(level: str, seed: int | None = None) -> list:
         raise ValueError(f"unknown augmentation level {level!r}; use one of {AUGMENT_LEVELS}")
     if level == "none":
         return []
-    zoom, brightness, contrast, gain = AUGMENT_STRENGTH[level]
+    zoom, brightness, contrast, gain, aspect = AUGMENT_STRENGTH[level]
     return [_augment_class()(zoom=zoom, brightness=brightness, contrast=contrast, gain=gain, seed=seed,
-                             name="augment")]
+                             aspect=aspect, name="augment")]

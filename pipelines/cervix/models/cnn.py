@@ -94,7 +94,8 @@ class NetOptions:
     augment: str = "light"
     dropout: float = 0.3
     alpha: float | None = None  # MobileNets' width multiplier (None: the registry entry's)
-    width: int = 16  # small CNN: filters of the first block (doubled per block)
+    width: int = 16  # small CNN: filters of the first block (doubled per block, up to 8x)
+    depth: int = 4  # small CNN: conv blocks after the stem (more: deeper, for larger inputs)
     bn_momentum: float = BN_MOMENTUM  # small CNN's BatchNormalization layers
     seed: int = 42
 
@@ -108,6 +109,7 @@ class NetOptions:
             out["alpha"] = BACKBONES[arch].alpha
         if arch != "small_cnn":
             out.pop("width")
+            out.pop("depth")
             out.pop("bn_momentum")
         if arch == "small_cnn" or self.weights == "none":
             for key in ("head_epochs", "fine_tune_layers", "head_patience", "head_init", "fine_tune_blocks",
@@ -233,20 +235,21 @@ def _preprocess_layer_class():
     return ApplicationPreprocess
 
 
-def small_cnn_body(x, width: int, bn_momentum: float = BN_MOMENTUM):
-    """Four conv-BN-ReLU-pool blocks (the first with a stride-2 5x5 conv, as 128 px is more than
-    the colour and texture cues need) and global average pooling."""
+def small_cnn_body(x, width: int, bn_momentum: float = BN_MOMENTUM, depth: int = 4):
+    """A stride-2 5x5 conv stem (128 px is more than the colour and texture cues need), ``depth``
+    conv-BN-ReLU blocks with filters width, 2x, 4x, 8x, 8x, ... and a max-pool after each but the
+    last, and global average pooling."""
     from keras import layers
 
     x = layers.Rescaling(1.0 / 255)(x)
     x = layers.Conv2D(width, 5, strides=2, padding="same", use_bias=False)(x)
     x = layers.BatchNormalization(momentum=bn_momentum)(x)
     x = layers.ReLU()(x)
-    for i, filters in enumerate((width, width * 2, width * 4, width * 8)):
+    for i, filters in enumerate(width * 2 ** min(i, 3) for i in range(depth)):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"block{i + 1}_conv")(x)
         x = layers.BatchNormalization(momentum=bn_momentum, name=f"block{i + 1}_bn")(x)
         x = layers.ReLU(name=f"block{i + 1}_relu")(x)
-        if i < 3:
+        if i < depth - 1:
             x = layers.MaxPooling2D(name=f"block{i + 1}_pool")(x)
     return layers.GlobalAveragePooling2D()(x)
 
@@ -264,7 +267,7 @@ def build_network(arch: str, image_size: int, opts: NetOptions, weights: str | N
         x = layer(x)
     backbone = None
     if arch == "small_cnn":
-        x = small_cnn_body(x, opts.width, opts.bn_momentum)
+        x = small_cnn_body(x, opts.width, opts.bn_momentum, opts.depth)
     else:
         backbone = backbones.build_backbone(arch, image_size, weights, opts.alpha)
         backbone._cervix_arch = arch
