@@ -62,9 +62,10 @@ def test_a_size_goes_stale_with_its_primary(project_dirs):
 
 def test_models_pick_their_native_size(project_dirs, caplog):
     sizes = [128, 224]
-    assert train.model_image_size(train_args("sample", "--model", "mobilenet_v2"), "mobilenet_v2", sizes) == 224
-    assert train.model_image_size(train_args("sample", "--model", "small_cnn"), "small_cnn", sizes) == 128
-    args = train_args("sample", "--model", "cnn_features", "--backbone", "inception_v3")
+    assert train.model_image_size(train_args("kaggle", "--model", "mobilenet_v2"), "mobilenet_v2", sizes) == 224
+    assert train.model_image_size(train_args("kaggle", "--model", "small_cnn"), "small_cnn", sizes) == 128
+    assert train.model_image_size(train_args("sample", "--model", "mobilenet_v2"), "mobilenet_v2", sizes) == 128
+    args = train_args("kaggle", "--model", "cnn_features", "--backbone", "inception_v3")
     with caplog.at_level(logging.WARNING):
         assert train.model_image_size(args, "cnn_features", sizes) == 128
     assert "no 299-px tensors" in caplog.text and "--image-size 128 224 299" in caplog.text

@@ -50,7 +50,7 @@ SAMPLE_BATCH_SIZE = 16
 # momentum 0.9, ten times the true variance of the smooth synthetic images' first layer.
 SAMPLE_BN_MOMENTUM = 0.6
 DEFAULT_LR = {"small_cnn": 1e-3, "vgg16": 1e-4, **{name: 1e-3 for name in BACKBONES if name != "vgg16"}}
-DEFAULT_BACKBONE = "mobilenet_v2"  # cnn_features
+DEFAULT_BACKBONE = "mobilenet"  # cnn_features: the best of the local backbones (BENCHMARKS.md, cervix-pretrained)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -165,10 +165,13 @@ def models_to_train(args: argparse.Namespace, image_size: int) -> list[tuple[str
 
 def model_image_size(args: argparse.Namespace, name: str, sizes: list[int]) -> int:
     """The input size of ``name``: --image-size, else the backbone's native size when the features have
-    it (the primary size, with a warning, when they do not), else the features' primary size."""
+    it (the primary size, with a warning, when they do not), else the features' primary size (always,
+    on the built-in sample)."""
     if args.image_size is not None:
         return args.image_size
     arch = args.backbone if name == "cnn_features" else name
+    if config.source_label(args.source) == "sample":  # the sample only shows that the pipeline runs: quickly
+        return sizes[0]
     if arch in BACKBONES:
         native = BACKBONES[arch].native_size
         if native in sizes:

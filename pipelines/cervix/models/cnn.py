@@ -695,7 +695,9 @@ class KerasImageModel:
                                        cv=StratifiedKFold(n_inner, shuffle=True, random_state=self.opts.seed + fold))
         else:
             clf = LogisticRegression(C=PROBE_CS[len(PROBE_CS) // 2], max_iter=2000)
-        with warnings.catch_warnings():
+        from pipelines.cervix.models.cnn_features import single_threaded_blas
+
+        with warnings.catch_warnings(), single_threaded_blas():
             warnings.simplefilter("ignore")  # sklearn's FutureWarnings and ConvergenceWarnings
             clf.fit((f - mu) / sd, y_tr)
         coef = np.zeros((N_CLASSES, f.shape[1]))
