@@ -282,6 +282,7 @@ def test_cnn_features_shapes_heads_and_cache(tmp_path, monkeypatch):
     lgbm = cnn_features.CnnFeaturesModel(x, y, None, cnn_features.FeatureOptions(
         backbone="vgg16", weights="none", tta=2, head="lgbm", inner_folds=2, lambdas=(1.0, 10.0)), 32,
         cache_dir=tmp_path, cache_inputs={"lock": "a"})
+    assert lgbm.name == "cnn_features_vgg16_lgbm" and model.name == "cnn_features_vgg16"
     fitted = lgbm.fit(0, idx, idx, tmp_path)
     assert lgbm.chosen["lambda_l2"] in (1.0, 10.0) and lgbm.predict_valid(fitted, idx).shape == (18, 3)
     assert lgbm.predict_test(fitted) is None

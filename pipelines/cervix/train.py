@@ -123,7 +123,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     f = parser.add_argument_group("cervix cnn_features (frozen pretrained features + a regularised head)")
     f.add_argument("--backbone", choices=tuple(BACKBONES), default=DEFAULT_BACKBONE,
                    help=f"backbone of cnn_features (default {DEFAULT_BACKBONE}); its run is cnn_features_<backbone>")
-    f.add_argument("--head", choices=("lr", "lgbm"), default="lr",
+    f.add_argument("--head", choices=("lr", "lgbm"), default="lr",  # lgbm: run cnn_features_<backbone>_lgbm
                    help="cnn_features head: logistic regression (C by inner CV; default) or LightGBM")
     b = parser.add_argument_group("cervix bow_svm")
     b.add_argument("--n-words", type=int, default=BowSvmOptions.n_words, help="visual words (k-means clusters)")

@@ -65,9 +65,9 @@ def single_threaded_blas():
     return threadpool_limits(1, user_api="blas")
 
 
-def run_name(backbone: str) -> str:
-    """The model folder of cnn_features on ``backbone`` (one per backbone, so that they blend)."""
-    return f"cnn_features_{backbone}"
+def run_name(backbone: str, head: str = "lr") -> str:
+    """The model folder of cnn_features on ``backbone`` (one per backbone and head, so that they blend)."""
+    return f"cnn_features_{backbone}" + ("" if head == "lr" else f"_{head}")
 
 
 def pooled_features(backbone_name: str, x: np.ndarray, image_size: int, weights: str | None, alpha: float | None,
@@ -108,7 +108,7 @@ class CnnFeaturesModel:
         entry = backbones.get(opts.backbone)
         if opts.head not in ("lr", "lgbm"):
             raise ValueError(f"unknown cnn_features head {opts.head!r}; use lr or lgbm")
-        self.name = run_name(opts.backbone)
+        self.name = run_name(opts.backbone, opts.head)
         self.x_train, self.y, self.x_test = x_train, np.asarray(y, dtype=np.int64), x_test
         self.opts, self.image_size = opts, image_size
         self.alpha = entry.alpha if opts.alpha is None else opts.alpha
