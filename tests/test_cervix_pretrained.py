@@ -114,8 +114,8 @@ def test_weights_file_names_are_keras_own():
 
 
 def test_phases_of_gradual_unfreezing():
-    opts = cnn.NetOptions(epochs=9, head_epochs=3, unfreeze_steps=3, unfreeze_epochs=2, fine_tune_blocks=6,
-                          head_patience=1, lr=1e-3)
+    opts = cnn.NetOptions(epochs=9, head_epochs=3, unfreeze="blocks", unfreeze_steps=3, unfreeze_epochs=2,
+                          fine_tune_blocks=6, head_patience=1, lr=1e-3)
     phases = cnn.training_phases("mobilenet_v2", opts, pretrained=True)
     assert [(p.name, p.start_epoch, p.end_epoch, p.blocks) for p in phases] == [
         ("head", 0, 3, 0), ("unfreeze_1", 3, 5, 2), ("unfreeze_2", 5, 7, 4), ("unfreeze_3", 7, 9, 6)]
@@ -124,8 +124,8 @@ def test_phases_of_gradual_unfreezing():
     lrs = [cnn.phase_lr(p, e, "cosine") for p in phases[1:] for e in range(p.start_epoch, p.end_epoch)]
     assert lrs[0] == pytest.approx(1e-4) and lrs[-1] == pytest.approx(1e-6)
     assert all(a > b for a, b in zip(lrs, lrs[1:]))
-    old = cnn.training_phases("mobilenet_v2", cnn.NetOptions(epochs=9, head_epochs=3, fine_tune_layers=30), True)
-    assert [p.name for p in old] == ["head", "fine_tune"]
+    old = cnn.training_phases("mobilenet_v2", cnn.NetOptions(epochs=9, head_epochs=3), True)
+    assert [p.name for p in old] == ["head", "fine_tune"] and old[0].patience is None  # the default recipe
 
 
 def _backbone_file(arch: str, size: int, tmp_path):
@@ -151,7 +151,7 @@ def test_gradual_unfreezing_trains_the_top_blocks_phase_by_phase(tmp_path, monke
         return real_compile(model, lr, label_smoothing, multipliers)
 
     monkeypatch.setattr(cnn, "compile_model", spy)
-    opts = cnn.NetOptions(epochs=3, head_epochs=1, head_patience=5, patience=5, unfreeze_steps=2,
+    opts = cnn.NetOptions(epochs=3, head_epochs=1, head_patience=5, patience=5, unfreeze="blocks", unfreeze_steps=2,
                           unfreeze_epochs=1, fine_tune_blocks=2, lr_decay=0.5, batch_size=8, tta=1,
                           weights=str(weights_file))
     model_obj = cnn.KerasImageModel("mobilenet", x, y, None, opts, 32, verbose=0)

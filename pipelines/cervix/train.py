@@ -78,14 +78,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     n.add_argument("--weights", default=None,
                    help="imagenet | none | <Keras .h5 weights file> (default: ImageNet weights if found locally "
                         "(Keras cache or shared weights folder), else imagenet = download)")
-    n.add_argument("--fine-tune-layers", type=int, default=0,
-                   help="pretrained backbones: > 0 replaces gradual unfreezing by one phase with the top N layers "
-                        "unfrozen, BatchNorm frozen (the old recipe; default 0)")
+    n.add_argument("--unfreeze", choices=("layers", "blocks"), default="layers",
+                   help="pretrained backbones, after the head phase: layers = one phase with the top "
+                        "--fine-tune-layers layers unfrozen, BatchNorm frozen (default); blocks = gradual unfreezing "
+                        "(--fine-tune-blocks, --unfreeze-steps, --unfreeze-epochs, --lr-decay, --bn)")
+    n.add_argument("--fine-tune-layers", type=int, default=30,
+                   help="pretrained backbones, --unfreeze layers: top layers unfrozen (default 30)")
     n.add_argument("--head-epochs", type=int, default=None,
                    help="pretrained backbones: most epochs of the first phase, backbone frozen "
                         "(default 3; all of them on the sample)")
-    n.add_argument("--head-patience", type=int, default=2,
-                   help="pretrained backbones: the head phase's own early stopping patience (default 2)")
+    n.add_argument("--head-patience", type=int, default=None,
+                   help="pretrained backbones: the head phase's own early stopping patience (default: --patience)")
     n.add_argument("--head-init", choices=("train", "probe"), default="train",
                    help="pretrained backbones: probe = start the head as a logistic regression on the frozen "
                         "features of the fold's train images (linear probing), then train (default train)")
@@ -198,7 +201,7 @@ def net_options(args: argparse.Namespace, arch: str, weights: str | None):
     return NetOptions(epochs=epochs, batch_size=batch_size, lr=args.lr or DEFAULT_LR[arch], tta=args.tta,
                       weights=weights or "none", fine_tune_layers=args.fine_tune_layers,
                       head_epochs=head_epochs, patience=args.patience, lr_schedule=args.lr_schedule,
-                      head_patience=args.head_patience, head_init=args.head_init,
+                      unfreeze=args.unfreeze, head_patience=args.head_patience, head_init=args.head_init,
                       fine_tune_blocks=args.fine_tune_blocks, unfreeze_steps=args.unfreeze_steps,
                       unfreeze_epochs=args.unfreeze_epochs, lr_decay=args.lr_decay, bn=args.bn,
                       label_smoothing=args.label_smoothing,

@@ -14,8 +14,8 @@ Training, per fold (``KerasImageModel.fit``):
   "unfreeze_<unfreeze_steps>" make more and more of the top ``fine_tune_blocks`` backbone blocks
   trainable (``backbones.block_ids``), with discriminative learning rates (x ``lr_decay`` per block
   below the top one, ``LayerwiseAdam``) and BatchNorm frozen (inference mode) or trained at
-  ``bn_momentum`` (``bn``). ``fine_tune_layers`` > 0 is the older single phase with the top N
-  layers unfrozen, BatchNorm frozen;
+  ``bn_momentum`` (``bn``), with ``unfreeze="blocks"``; the default ``unfreeze="layers"`` is one
+  phase with the top ``fine_tune_layers`` layers unfrozen, BatchNorm frozen;
 * ``label_smoothing`` > 0 trains on smoothed labels; early stopping then watches the plain log loss;
 * from scratch (``--weights none``, and the small CNN): one phase, the whole network;
 * the learning rate follows a cosine from lr to lr / 100 over the "full" and "fine_tune" phases
@@ -77,11 +77,12 @@ class NetOptions:
     lr: float = 1e-3
     tta: int = 4
     weights: str = "none"  # "imagenet", "none" or a path to a Keras .h5 weights file
-    fine_tune_layers: int = 0  # > 0: the old recipe, one phase with the top N layers (BatchNorm frozen)
+    fine_tune_layers: int = 30  # unfreeze="layers": one phase with the top N layers (BatchNorm frozen)
     head_epochs: int = 3
     patience: int = 8
     # the fine-tuning recipe (pretrained backbones; see training_phases and set_phase)
-    head_patience: int = 2  # early stopping of the head phase, its own
+    unfreeze: str = "layers"  # "blocks": gradual unfreezing by blocks (the options below)
+    head_patience: int | None = None  # early stopping of the head phase, its own (None: patience)
     head_init: str = "train"  # "probe": the head starts as a logistic regression on the frozen features
     fine_tune_blocks: int = 6  # top backbone blocks trainable at the end of gradual unfreezing (0: all)
     unfreeze_steps: int = 3  # phases that unfreeze them, top blocks first
@@ -113,9 +114,9 @@ class NetOptions:
             out.pop("bn_momentum")
         if arch == "small_cnn" or self.weights == "none":
             for key in ("head_epochs", "fine_tune_layers", "head_patience", "head_init", "fine_tune_blocks",
-                        "unfreeze_steps", "unfreeze_epochs", "lr_decay", "bn"):
+                        "unfreeze_steps", "unfreeze_epochs", "lr_decay", "bn", "unfreeze"):
                 out.pop(key)
-        elif self.fine_tune_layers > 0:  # the old recipe: no blocks
+        elif self.unfreeze == "layers":  # one fine-tuning phase: no blocks
             for key in ("fine_tune_blocks", "unfreeze_steps", "unfreeze_epochs", "lr_decay", "bn"):
                 out.pop(key)
         return {"model": arch, **out}
@@ -458,16 +459,19 @@ def training_phases(arch: str, opts: NetOptions, pretrained: bool) -> list[Phase
     """From scratch: one "full" phase. Pretrained: the head alone (backbone frozen, early stopping
     of its own after ``head_patience`` epochs), then fine-tuning at lr / 10: gradual unfreezing,
     ``unfreeze_steps`` phases of ``unfreeze_epochs`` epochs (the last to ``epochs``), each with the
-    top ceil(k / steps x ``fine_tune_blocks``) blocks trainable and one cosine over all of them; or,
-    with ``fine_tune_layers`` > 0, the old single phase with the top layers."""
+    top ceil(k / steps x ``fine_tune_blocks``) blocks trainable and one cosine over all of them
+    (``unfreeze="blocks"``); or (``unfreeze="layers"``) one phase with the top ``fine_tune_layers``
+    layers."""
     if arch == "small_cnn" or not pretrained:
         return [Phase("full", opts.epochs, opts.lr)]
     head = min(opts.head_epochs, opts.epochs)
     phases = [Phase("head", head, opts.lr, patience=opts.head_patience)] if head > 0 else []
     if opts.epochs <= head:
         return phases
-    if opts.fine_tune_layers > 0:
+    if opts.unfreeze == "layers":
         return phases + [Phase("fine_tune", opts.epochs, opts.lr / 10, start_epoch=head)]
+    if opts.unfreeze != "blocks":
+        raise ValueError(f"unknown unfreeze {opts.unfreeze!r}; use layers or blocks")
     steps, start = max(1, opts.unfreeze_steps), head
     for k in range(1, steps + 1):
         end = opts.epochs if k == steps else min(opts.epochs, start + opts.unfreeze_epochs)
