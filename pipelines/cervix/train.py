@@ -1,12 +1,19 @@
 """Cervix train stage: K-fold CV of one model, or of the default set, over the tensor stage's arrays.
 
-    make train COMP=cervix MODEL=bow_svm|small_cnn|mobilenet_v2|vgg16|resnet50|all [ARGS='--epochs 20']
+    make train COMP=cervix MODEL=bow_svm|small_cnn|cnn_features|<backbone>|all [ARGS='--epochs 20']
+
+(<backbone>: a registry entry of models/backbones.py, e.g. mobilenet_v2, inception_v3, resnet50.)
 
 ``MODEL=all`` trains what is quick and needs nothing from the network:
   * bow_svm and small_cnn, always;
   * mobilenet_v2 (alpha 0.35, pretrained) only when ImageNet weights are on this machine: in the
     Keras cache (``$KERAS_HOME/models``) or in ``config.SHARED_WEIGHTS``, or given by --weights;
-  * never vgg16 or resnet50: on a CPU they take hours; train them by name (MODEL=vgg16).
+  * never the other backbones or cnn_features: train them by name (MODEL=vgg16; on a CPU the large ones
+    take hours).
+
+Input size per model: ``--image-size``, else the backbone's native size (224 px; InceptionV3 299) for
+the keras.applications networks and cnn_features when the features stage built it, else the
+features' primary size (bow_svm, small_cnn, and everything on the built-in sample).
 
 Each run writes models/cervix/<source>/<model>/ through the shared CV engine
 (pipelines.common.cv.run_cv): OOF and test predictions (Type_1..3), multi-class log loss and
