@@ -129,3 +129,24 @@ def write_fake_raw(raw_dir: Path, n_test: int, with_sample_submission: bool = Tr
     if with_sample_submission:
         write_csv(raw_dir / "sample_submission.csv", pd.DataFrame({"test_id": ids, "is_duplicate": 1}))
     return raw_dir
+
+
+def interrupt_siamese_after_first_epoch(monkeypatch) -> None:
+    """Make the next Siamese fit raise KeyboardInterrupt (as Ctrl-C would) right after its first epoch's
+    checkpoint callback ran; setting ``siamese._callbacks`` back to the real one ends it."""
+    from pipelines.quora.models import siamese
+
+    real_callbacks = siamese._callbacks
+
+    def interrupted_after_first_epoch(*args, **kwargs):
+        stopper, checkpoint = real_callbacks(*args, **kwargs)
+        save_epoch = checkpoint.on_epoch_end
+
+        def on_epoch_end(epoch, logs=None):
+            save_epoch(epoch, logs)
+            raise KeyboardInterrupt  # Ctrl-C after epoch 1 was checkpointed
+
+        checkpoint.on_epoch_end = on_epoch_end
+        return stopper, checkpoint
+
+    monkeypatch.setattr(siamese, "_callbacks", interrupted_after_first_epoch)

@@ -14,30 +14,11 @@ from pipelines.common.cv import make_folds, run_cv, score
 from pipelines.common.io import save_npy
 from pipelines.common.log import StageError
 from pipelines.common.submission import validate_submission_file
+from compare_helpers import FixedModel
 from quora_model_helpers import write_fake_raw
 
 N, N_TEST = 600, 40
 CLASSES = ["Type_1", "Type_2", "Type_3"]
-
-
-class FixedModel:
-    """A 'model' whose predictions are given: lets a test write real model runs through the CV engine."""
-
-    def __init__(self, name, oof, test):
-        self.name, self.params = name, {"fixed": name}
-        self.oof, self.test = oof, test
-
-    def fit(self, fold, train_idx, valid_idx, fold_dir):
-        return None
-
-    def predict_valid(self, model, valid_idx):
-        return self.oof[valid_idx]
-
-    def predict_test(self, model):
-        return self.test
-
-    def save(self, model, fold_dir):
-        pass
 
 
 def sigmoid(z):

@@ -16,7 +16,7 @@ from pipelines.__main__ import base_parser
 from pipelines.common.cv import run_cv
 from pipelines.common.log import StageError
 from pipelines.quora import train
-from quora_model_helpers import write_fake_features
+from quora_model_helpers import interrupt_siamese_after_first_epoch, write_fake_features
 
 PRIOR_LOG_LOSS = 0.66  # log loss of predicting the positive rate (~0.37 with the label noise)
 NN_OPTS = ["--epochs", "1", "--units", "4", "--dense", "4", "--batch-size", "128"]
@@ -121,19 +121,7 @@ def test_siamese_resumes_from_its_epoch_checkpoint(nn_features, tmp_path, monkey
     fold_dir.mkdir()
 
     real_callbacks = siamese._callbacks
-
-    def interrupted_after_first_epoch(*args, **kwargs):
-        stopper, checkpoint = real_callbacks(*args, **kwargs)
-        save_epoch = checkpoint.on_epoch_end
-
-        def on_epoch_end(epoch, logs=None):
-            save_epoch(epoch, logs)
-            raise KeyboardInterrupt  # the user pressed Ctrl-C after epoch 1 was checkpointed
-
-        checkpoint.on_epoch_end = on_epoch_end
-        return stopper, checkpoint
-
-    monkeypatch.setattr(siamese, "_callbacks", interrupted_after_first_epoch)
+    interrupt_siamese_after_first_epoch(monkeypatch)
     with pytest.raises(KeyboardInterrupt):  # checkpoint_every_s=0: a checkpoint after every epoch
         _siamese(data, with_features=False, checkpoint_every_s=0).fit(0, train_idx, valid_idx, fold_dir)
     state = json.loads((fold_dir / siamese.STATE_FILE).read_text())

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from compare_helpers import FixedModel
 from data_helpers import project  # noqa: F401
 from pipelines import config
 from pipelines.__main__ import main
@@ -297,25 +298,6 @@ class _FakeApi:
 
 
 # ---------------------------------------------------------------- missing test predictions
-class _GivenPredictions:
-    """A 'model' whose predictions are given, trained through the real CV engine."""
-
-    def __init__(self, name, oof, test):
-        self.name, self.params, self.oof, self.test = name, {"given": name}, oof, test
-
-    def fit(self, fold, train_idx, valid_idx, fold_dir):
-        return None
-
-    def predict_valid(self, model, valid_idx):
-        return self.oof[valid_idx]
-
-    def predict_test(self, model):
-        return self.test
-
-    def save(self, model, fold_dir):
-        pass
-
-
 CERVIX_CLASSES = ["Type_1", "Type_2", "Type_3"]
 
 
@@ -333,7 +315,7 @@ def cervix_runs_lacking_two_test_images(project):
     listed = [f"{i}.jpg" for i in range(12)]
     predicted = np.array([n for n in listed if n not in ("3.jpg", "7.jpg")], dtype=object)
     for name in ("cnn", "svm"):
-        model = _GivenPredictions(name, rng.dirichlet(np.ones(3), len(y)), rng.dirichlet(np.ones(3), len(predicted)))
+        model = FixedModel(name, rng.dirichlet(np.ones(3), len(y)), rng.dirichlet(np.ones(3), len(predicted)))
         run_cv(model, comp="cervix", source="sample", out_dir=config.model_dir("cervix", "sample", name), y=y,
                folds=folds, train_ids=np.array([f"t{i}.jpg" for i in range(len(y))], dtype=object),
                test_ids=predicted, task="multiclass", class_names=CERVIX_CLASSES, seed=1)
@@ -511,7 +493,7 @@ def test_a_resumed_cnn_fit_equals_an_uninterrupted_one(tmp_path):
 
 @pytest.mark.parametrize("execution", ["eager", "graph"])
 def test_a_resumed_siamese_fit_equals_an_uninterrupted_one(project, tmp_path, monkeypatch, execution):
-    from quora_model_helpers import write_fake_features
+    from quora_model_helpers import interrupt_siamese_after_first_epoch, write_fake_features
     from pipelines.quora.models import QuoraFeatures, siamese
 
     data = QuoraFeatures(write_fake_features(config.features_dir("quora", "sample"), n_train=240, n_test=40,
@@ -527,19 +509,7 @@ def test_a_resumed_siamese_fit_equals_an_uninterrupted_one(project, tmp_path, mo
     straight = model().fit(0, train_idx, valid_idx, tmp_path / "straight")
 
     real_callbacks = siamese._callbacks
-
-    def interrupted_after_first_epoch(*args, **kwargs):
-        stopper, checkpoint = real_callbacks(*args, **kwargs)
-        save_epoch = checkpoint.on_epoch_end
-
-        def on_epoch_end(epoch, logs=None):
-            save_epoch(epoch, logs)
-            raise KeyboardInterrupt  # Ctrl-C after epoch 1 was checkpointed
-
-        checkpoint.on_epoch_end = on_epoch_end
-        return stopper, checkpoint
-
-    monkeypatch.setattr(siamese, "_callbacks", interrupted_after_first_epoch)
+    interrupt_siamese_after_first_epoch(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         model().fit(0, train_idx, valid_idx, tmp_path / "resumed")
     monkeypatch.setattr(siamese, "_callbacks", real_callbacks)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipelines.cervix.data import SAMPLE_SUBMISSIONS
 from pipelines.common.io import read_json
 from pipelines.common.log import StageError
 
@@ -27,9 +28,6 @@ log = logging.getLogger(__name__)
 ID_COLUMN = "image_name"
 PRED_COLUMNS = ["Type_1", "Type_2", "Type_3"]
 EPS = 1e-15
-
-
-SAMPLE_SUBMISSIONS = {1: "sample_submission_stg1.csv", 2: "sample_submission_stg2.csv"}
 
 
 def scored_stage(raw_dir: Path) -> int:

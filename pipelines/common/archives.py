@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
+from pipelines.common.io import human_size
 from pipelines.common.log import StageError
 
 log = logging.getLogger(__name__)
@@ -382,10 +383,3 @@ def _merge(src: Path, dest: Path, archive: Path) -> None:
             os.replace(f, target)
 
 
-def human_size(n: float) -> str:
-    """Bytes as a short human figure (12.3 MB)."""
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines import config
-from pipelines.common.compare import stale_models, train_command
+from pipelines.common.compare import current_environment, environment_reasons, stale_models, train_command
 from pipelines.common.cv import EPS, load_predictions, pred_columns, pred_frame, score
 from pipelines.common.io import read_json, sha256_file, sha256_json, write_json, write_parquet
 from pipelines.common.log import StageError
@@ -396,7 +396,16 @@ def main(args: argparse.Namespace) -> int:
     params = {"method": args.method, "models": list(runs), "seed": args.seed,
               "stack_C": args.stack_C if args.method == "stack" else None}
     stale = stale_models(comp, source, set(runs), environment=False)
-    other_env = {name: reasons for name, reasons in stale_models(comp, source, set(runs)).items() if name not in stale}
+    # Another environment is a warning only: read from each run's record, without a second staleness pass.
+    other_env = {}
+    for name, run_dir in runs.items():
+        try:
+            recorded = read_json(run_dir / "run.json").get("environment") if name not in stale else None
+        except (OSError, ValueError):
+            recorded = None
+        reasons = environment_reasons(recorded, current_environment())
+        if reasons:
+            other_env[name] = reasons
     if other_env:
         log.warning("%d model run(s) were made in another environment (blended all the same; `make compare` "
                     "flags them): %s", len(other_env), "; ".join(f"{n} ({', '.join(r)})" for n, r in other_env.items()))

@@ -55,7 +55,6 @@ class DeviceChoice:
         return out
 
 
-CPU_RECORD = {"kind": "cpu"}  # models that only ever run on the CPU (scikit-learn, the blend)
 
 
 def tensorflow_gpus(list_devices: Callable[[str], Sequence] | None = None,

@@ -44,12 +44,13 @@ def is_disk_full(exc: BaseException) -> bool:
     return False
 
 
-def human_bytes(n: float) -> str:
+def human_size(n: float) -> str:
+    """Bytes as a short human figure (12.3 MB)."""
     for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1024 or unit == "GB":
+        if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
-    return f"{n:.1f} TB"  # pragma: no cover
+    return f"{n:.1f} GB"
 
 
 def free_bytes(path: str | os.PathLike) -> int | None:
@@ -68,12 +69,12 @@ def disk_full_error(path: str | os.PathLike, needed: int | None = None, written:
     """One line naming the file being written and the space it needs beside the space that is free."""
     free = free_bytes(path)
     if needed:
-        need = f"{human_bytes(needed)} needed"
+        need = f"{human_size(needed)} needed"
     elif written:
-        need = f"more than the {human_bytes(written)} written when the disk filled needed"
+        need = f"more than the {human_size(written)} written when the disk filled needed"
     else:
         need = "space needed"
-    have = f", {human_bytes(free)} free" if free is not None else ""
+    have = f", {human_size(free)} free" if free is not None else ""
     kept = "; nothing half-written was kept" if cleaned else ""
     return DiskFullError(f"disk full while writing {path} ({need}{have}){kept}: free some space (or set "
                          f"PIPELINES_ROOT to a bigger disk) and run the same command again")

@@ -112,8 +112,3 @@ def block_ids(name: str, layer_names: list[str]) -> list[int]:
             pattern.search(n) for n in layer_names) else 0
         out = [min(b, last) for b in out]
     return out
-
-
-def n_blocks(name: str, layer_names: list[str]) -> int:
-    ids = block_ids(name, layer_names)
-    return (max(ids) + 1) if ids else 0

@@ -57,10 +57,7 @@ log = logging.getLogger(__name__)
 N_CLASSES = 3
 WEIGHTS_HOST = ("storage.googleapis.com", 443)
 PROBE_TIMEOUT_S = 3.0
-# architecture -> (keras.applications class, keras.applications module with preprocess_input):
-# one line per backbone in backbones.BACKBONES
-APPLICATIONS = {name: (b.application, b.module) for name, b in BACKBONES.items()}
-ARCHITECTURES = ("small_cnn",) + tuple(APPLICATIONS)
+ARCHITECTURES = ("small_cnn",) + tuple(BACKBONES)  # one line per backbone in backbones.BACKBONES
 # Keras' default 0.99 leaves the moving statistics near their initial values for the first few
 # hundred steps, and a small data set has only ~40 steps per epoch: validation then sees a
 # network that is not the one being trained. NetOptions.bn_momentum (small CNN) defaults to 0.9;

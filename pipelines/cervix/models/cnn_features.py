@@ -85,16 +85,15 @@ def pooled_features(backbone_name: str, x: np.ndarray, image_size: int, weights:
     inputs = keras.Input((image_size, image_size, 3))
     model = keras.Model(inputs, net(backbones.preprocess(backbone_name, keras.ops.cast(inputs, "float32")),
                                     training=False))
-    out = None
+    parts = []
     chunk = 256
     for start in range(0, len(x), chunk):
         part = np.asarray(x[start:start + chunk])
         views = [model.predict(v, batch_size=batch_size, verbose=0) for v in tta_views(part, tta)]
-        mean = np.mean(views, axis=0, dtype=np.float64).astype(np.float32)
-        out = mean if out is None else np.concatenate([out, mean])
-    if out is None:
+        parts.append(np.mean(views, axis=0, dtype=np.float64).astype(np.float32))
+    if not parts:
         return np.zeros((0, int(net.output_shape[-1])), np.float32)
-    return out
+    return np.concatenate(parts)
 
 
 class CnnFeaturesModel:

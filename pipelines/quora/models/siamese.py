@@ -531,11 +531,13 @@ class SiameseModel:
         """Every test pair's probability, encoding each distinct test question once (the encoder is
         shared, so a question's encoding is the same in every pair it is in); per pair when the
         features lack question ids or the model predates the layers it needs."""
-        q1, q2 = self.data.seq("q1", "test"), self.data.seq("q2", "test")
         qids = self.data.question_ids("test")
-        parts = encoder_and_head(fitted.model, self.params, self.n_features)
-        if qids is None or parts is None or shared_slots(qids) < MIN_SLOTS_PER_QUESTION:
+        # The cheap checks first: the encoder and head are two new Keras models, built only when used.
+        parts = None if qids is None or shared_slots(qids) < MIN_SLOTS_PER_QUESTION else \
+            encoder_and_head(fitted.model, self.params, self.n_features)
+        if parts is None:
             return self.predict_test_pairs(fitted)  # nothing (worth) sharing: one model, one pass
+        q1, q2 = self.data.seq("q1", "test"), self.data.seq("q2", "test")
         return self._predict_distinct(fitted, parts, q1, q2, qids, self._features("test"))
 
     def predict_test_pairs(self, fitted: FittedSiamese) -> np.ndarray:
