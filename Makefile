@@ -16,10 +16,13 @@ COMPS := quora cervix
 
 .PHONY: help setup lock data features train blend submit compare all sample-all test bench clean clean-data
 
+# Colour only on a terminal: `make help | cat` or a log file gets plain text.
 help: ## list the targets (this message)
 	@echo "Usage: make <target> [COMP=quora|cervix] [SOURCE=sample|kaggle|<path>] [MODEL=...] [ARGS='--opt val']"
 	@echo
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+	@if [ -t 1 ]; then on='\033[36m'; off='\033[0m'; else on=; off=; fi; \
+	grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+	  awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*## "}; {printf "  %s%-12s%s %s\n", on, $$1, off, $$2}'
 
 # The environment comes from a lock of every transitive dependency with its hashes (make lock).
 # GPU=1 installs requirements-gpu.lock (TensorFlow with CUDA); the choice sticks to the venv
