@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.report import peak_rss_mb, update_section
+from benchmarks.shared import SHARED_DATA, use_shared_weights
 from pipelines import config
 from pipelines.__main__ import main as pipeline_main
 from pipelines.common.io import read_json
@@ -44,7 +45,7 @@ UNIFORM = float(np.log(3))
 
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks cervix", description=__doc__.split("\n\n")[0])
-    p.add_argument("--source", default=str(config.SHARED_DATA / "cervix"), help="real cervix data folder")
+    p.add_argument("--source", default=str(SHARED_DATA / "cervix"), help="real cervix data folder")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--image-size", type=int, default=128, help="the primary size (bow_svm, small_cnn)")
     p.add_argument("--extra-sizes", default="224",
@@ -263,6 +264,7 @@ def fit_speed(args: argparse.Namespace) -> list[str]:
 
 def main(argv: list[str]) -> int:
     args = parse(argv)
+    use_shared_weights()  # the pretrained networks' ImageNet files: PIPELINES_WEIGHTS_DIR, else ../shared/weights
     if not Path(args.source).is_dir():
         print(f"cervix benchmark: {args.source} does not exist; pass --source <folder with train/ and test/>")
         return 2

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.report import update_section
+from benchmarks.shared import SHARED_DATA
 from pipelines import config
 
 
@@ -28,7 +29,7 @@ def _timed(fn):
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks lgbm_overhead")
-    parser.add_argument("--source", default=str(config.SHARED_DATA / "quora"))
+    parser.add_argument("--source", default=str(SHARED_DATA / "quora"))
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args(argv)

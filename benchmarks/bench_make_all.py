@@ -11,6 +11,7 @@ import sys
 import time
 
 from benchmarks.report import update_section
+from benchmarks.shared import use_shared_weights
 from pipelines import config
 
 STAGES = ("data", "features", "train", "blend", "compare")
@@ -33,6 +34,7 @@ def main(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks make_all")
     p.add_argument("--keep", action="store_true", help="do not delete the sample's data and models first")
     args = p.parse_args(argv)
+    use_shared_weights()  # inherited by the stage processes: cervix MODEL=all adds mobilenet_v2 with local weights
     if not args.keep:
         for comp in config.COMPETITIONS:
             for d in (config.source_dir(comp, "sample"), config.models_dir(comp, "sample")):

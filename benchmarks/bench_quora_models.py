@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.report import peak_rss_mb, update_section
+from benchmarks.shared import SHARED_DATA
 from pipelines import config
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ TARGET_BLEND = 0.365
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m benchmarks quora_models")
     p.add_argument("--scale", choices=["real", "kaggle"], default="real")
-    p.add_argument("--data", default=str(config.SHARED_DATA / "quora"), help="real data folder (scale real)")
+    p.add_argument("--data", default=str(SHARED_DATA / "quora"), help="real data folder (scale real)")
     p.add_argument("--features-dir", default=None,
                    help="scale kaggle: features folder (default data/quora/bench-kaggle/features)")
     p.add_argument("--models", default=None, help="comma-separated subset (default: every model)")

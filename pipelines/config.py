@@ -29,9 +29,11 @@ KERAS_HOME = Path(os.environ.get("KERAS_HOME", ROOT / ".keras"))
 os.environ.setdefault("KERAS_HOME", str(KERAS_HOME))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# Where the real data lives for tests and benchmarks (never copied into the repository).
-SHARED_DATA = Path(os.environ.get("SHARED_DATA", ROOT.parent / "shared" / "data"))
-SHARED_WEIGHTS = Path(os.environ.get("SHARED_WEIGHTS", ROOT.parent / "shared" / "weights"))
+# A folder of Keras weight files you keep (ImageNet no-top .h5 files named as Keras names them), from
+# the environment variable PIPELINES_WEIGHTS_DIR: the cervix train stage takes a network's ImageNet
+# weights from it when the Keras cache lacks them, with no download. None when unset.
+WEIGHTS_DIR: Path | None = Path(os.environ["PIPELINES_WEIGHTS_DIR"]).expanduser() \
+    if os.environ.get("PIPELINES_WEIGHTS_DIR") else None
 
 COMPETITIONS = {
     "quora": "quora-question-pairs",

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageOps
 
+from conftest import SHARED_DATA
 from data_helpers import folder_bytes, project  # noqa: F401
-from pipelines import config
 from pipelines.cervix import data as cervix
 from pipelines.common.log import StageError
 
@@ -129,7 +129,7 @@ def test_optional_folders_are_counted(sample, tmp_path):
 def test_import_of_the_real_cervix_files(project):
     from pipelines.common.acquire import acquire
 
-    src = config.SHARED_DATA / "cervix"
+    src = SHARED_DATA / "cervix"
     if not (src / "train").is_dir():
         pytest.skip(f"real data not available at {src}")
     manifest = acquire("cervix", str(src))

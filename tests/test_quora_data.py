@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import SHARED_DATA
 from data_helpers import folder_bytes, project  # noqa: F401
 from pipelines import config
 from pipelines.common.log import StageError
@@ -169,7 +170,7 @@ def test_unreadable_csv(sample, tmp_path):
 def test_import_of_the_real_quora_files(project):
     from pipelines.common.acquire import acquire
 
-    src = config.SHARED_DATA / "quora"
+    src = SHARED_DATA / "quora"
     if not (src / "train.csv.gz").is_file():
         pytest.skip(f"real data not available at {src}")
     manifest = acquire("quora", str(src))
