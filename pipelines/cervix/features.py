@@ -32,7 +32,8 @@ sample_submission_stg2.csv, else 1): stage 1 the images of test/; stage 2 every 
 sample_submission_stg2.csv (test/ and test_stg2/), in that file's order.
 
 Per image: Pillow decode with ``Image.draft`` (the JPEG decoder downscales by 1/2..1/8 while
-decoding, so 4128x3096 originals cost about as much as the 512-px copies), EXIF orientation
+decoding, so a 4128x3096 original is never decoded at full size; decoding rates: BENCHMARKS.md,
+cervix, Speed), EXIF orientation
 applied (``ImageOps.exif_transpose``), optionally cropped to the cervix region
 (``pipelines.cervix.crop``), then made square and resized to S:
 

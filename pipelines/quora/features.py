@@ -615,7 +615,7 @@ def build_features(raw_dir, out_dir, params: dict | None = None, source: str = "
     with_wmd = n_pairs <= params["pairs"]["wmd_max_pairs"]
     if not with_wmd:
         log.info("pair features: Word Mover's Distance left out: %d pairs > --wmd-max-pairs %d "
-                 "(exact WMD costs ~50-100 us a pair)", n_pairs, params["pairs"]["wmd_max_pairs"])
+                 "(an exact EMD per pair, the slowest column)", n_pairs, params["pairs"]["wmd_max_pairs"])
     s_pairs = Stage("features-pairs", out,
                     deps=text_deps + dep("raw_text_features_train.parquet", "raw_text_features_test.parquet",
                                          "word2vec.kv"),

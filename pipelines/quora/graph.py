@@ -3,8 +3,9 @@
 How often a question is asked, how many neighbours two questions share, how deep in the graph's
 k-core a question sits and how large its connected component is carried the top Kaggle solutions
 (duplicates cluster; the test set's generated questions are leaves). Built over train+test
-together, with scipy.sparse / numpy so that Kaggle's ~4.8M nodes and 2.75M edges take seconds and
-well under a gigabyte (networkx would need several GB for the graph alone).
+together, with scipy.sparse / numpy so that Kaggle's ~4.8M nodes and 2.75M edges fit in little
+memory and time (networkx would need several GB for the graph alone; BENCHMARKS.md, quora-features,
+step graph).
 
 Definitions (graph = undirected, duplicate edges merged, self-loops removed):
   * ``freq``: number of pairs (train+test) the question appears in, counting repeats and both sides
@@ -16,7 +17,7 @@ Definitions (graph = undirected, duplicate edges merged, self-loops removed):
     degrees): how busy a question's neighbourhood is, even when it was asked once;
   * ``pagerank_{min,max}``: PageRank (damping 0.85, 30 power iterations, dangling mass spread
     uniformly), times the number of questions so that 1 is the average. Added alone, these four
-    columns gained ~0.002 log loss on the 11,587 real rows (sparse graph there); seconds at Kaggle size.
+    columns gained little on the real rows (a sparse graph there).
 """
 from __future__ import annotations
 

@@ -17,32 +17,31 @@ Families (float32 columns; every value finite):
     zeros, cosine distance 1);
   * ``wmd``: Word Mover's Distance (gensim's definition: unit-normalised vectors, nBOW weights,
     euclidean costs, POT's exact EMD) over the same words, only when the number of pairs (train +
-    test) is at most ``wmd_max_pairs``: it costs ~50-100 µs a pair, i.e. over an hour on 2 cores at
-    Kaggle's 2.75M pairs, so above the cap the column is left out (logged) and the other word2vec
+    test) is at most ``wmd_max_pairs``: an exact EMD per pair is by far the slowest column, too slow
+    at Kaggle's size, so above the cap the column is left out (logged) and the other word2vec
     distances stand in. An empty side counts as the zero vector (distance 1 to any unit-vector
     question; 0 when both are empty) instead of gensim's infinity.
 
-Families added after measuring them on the 11,587 real labelled rows (LightGBM 5-fold CV log loss,
-0.433 with the families above plus the graph and TF-IDF cosines; the gain of each family added
-alone in brackets; all of them together, with the LSA columns of the TF-IDF step, gave 0.410):
-  * ``str_*`` [-0.0026]: rapidfuzz's bit-parallel normalised similarities of the normalised texts:
-    LCS subsequence, common prefix, common suffix, Jaro-Winkler, Levenshtein (~1 µs a pair each).
+Families added after measuring them on the real labelled rows (each one lowered LightGBM's 5-fold
+CV log loss when added alone to the families above plus the graph and TF-IDF cosines):
+  * ``str_*``: rapidfuzz's bit-parallel normalised similarities of the normalised texts:
+    LCS subsequence, common prefix, common suffix, Jaro-Winkler, Levenshtein.
     Prefix/suffix catch the frequent "same question, different tail/head" pairs.
-    (WRatio, QRatio, partial_token_{sort,set}_ratio were measured too: -0.0003, at 10-30 µs a pair:
-    left out.)
-  * ``qw_*`` [-0.0062]: question-type words (what, how, why, ...): the first word's type on each
+    (WRatio, QRatio, partial_token_{sort,set}_ratio were measured too: little gain for many times
+    the cost: left out.)
+  * ``qw_*``: question-type words (what, how, why, ...): the first word's type on each
     side (-1: none), whether those match, how many question words both / one side use, and for the
     eleven main ones 0/1/2 = used by neither / one / both sides. "How to X" and "Why X" are rarely
     duplicates however many words they share.
-  * ``unshared_*`` [-0.0035]: the words of one question that the other lacks — count (min, max,
+  * ``unshared_*``: the words of one question that the other lacks — count (min, max,
     sum) and idf weight (min, max, sum, the rarest one's idf), with and without stop words, and the
     idf weight of the shared words: one rare extra word ("iPhone 6" vs "iPhone 7") flips a pair.
-  * ``num_*`` [-0.0033]: tokens with a digit: on each side, shared, unshared, all matching.
-  * ``bigram_*`` here and ``char3_*`` (TF-IDF step) [-0.0013 with char 4-grams, which cost too
-    much]: Jaccard and share (2·common / sum) of the distinct word 2-grams (per pair chunk, by
+  * ``num_*``: tokens with a digit: on each side, shared, unshared, all matching.
+  * ``bigram_*`` here and ``char3_*`` (TF-IDF step; char 4-grams as well cost too much for what
+    they added): Jaccard and share (2·common / sum) of the distinct word 2-grams (per pair chunk, by
     intersecting sorted (pair, n-gram code) keys) and of the char 3-grams of the TF-IDF
     vocabulary: word order and spelling variants.
-  * ``same_first2`` / ``same_last2`` [-0.0007]: the first / last two words agree.
+  * ``same_first2`` / ``same_last2``: the first / last two words agree.
 """
 from __future__ import annotations
 
@@ -233,7 +232,7 @@ def _overlap(rows1: np.ndarray, codes1: np.ndarray, rows2: np.ndarray, codes2: n
 
 
 def _sorted_unique(values: np.ndarray) -> np.ndarray:
-    """np.unique by sorting: numpy 2.4's hash-based np.unique is ~50x slower on int64 keys."""
+    """np.unique by sorting: numpy 2.4's hash-based np.unique is much slower on int64 keys."""
     values = np.sort(values)
     if len(values) < 2:
         return values
@@ -256,7 +255,7 @@ def binary_overlap_features(matrix: sp.csr_matrix, u: np.ndarray, v: np.ndarray,
                             chunk_size: int = 500_000) -> dict[str, np.ndarray]:
     """Jaccard and share of the non-zero columns of rows u and v of a (TF-IDF) matrix: used on the
     char 3-gram TF-IDF the TF-IDF step has in memory anyway (n-grams in >= min_df questions only);
-    building 3-/4-gram sets per pair instead cost ~150 µs a pair."""
+    building 3-/4-gram sets per pair instead was far slower."""
     n1 = np.diff(matrix.indptr)[u]
     n2 = np.diff(matrix.indptr)[v]
     common = np.zeros(len(u), dtype=np.float64)
@@ -319,7 +318,7 @@ def fuzz_features(q1: list[str], q2: list[str], workers: int) -> dict[str, np.nd
 def _emd_solver():
     """POT's exact EMD solver as f(a, b, cost) -> distance.
 
-    ``ot.emd2`` spends ~0.8 ms a call in array-backend checks around a ~10 µs C++ solve; the
+    ``ot.emd2`` spends most of a call in array-backend checks around a much shorter C++ solve; the
     C++ entry point (POT 0.9: ``ot.lp.emd_wrap.emd_c``) is called directly when present.
     """
     # POT probes every array backend it knows at import (TensorFlow alone costs seconds): numpy suffices.
@@ -441,7 +440,7 @@ def lsa_pair_features(matrix: sp.csr_matrix, u: np.ndarray, v: np.ndarray, name:
     euclidean distance of the projections, and for the first ``n_detail`` components the |difference|
     and product of the unit-length projections (which topics the two questions share or differ in).
     An all-zero projection (empty question) gives cosine 0. On the real rows the word and char LSA
-    columns gained -0.010 and -0.013 log loss added alone, the two largest families.
+    columns were the two largest gains of the families added after the first set.
     """
     from sklearn.decomposition import TruncatedSVD
 

@@ -29,8 +29,8 @@ empty question gets its own id, so the hundreds of blanks do not merge into one 
 
 TF-IDF (``ngram_tfidf``): a vectorised re-implementation of scikit-learn's
 ``TfidfVectorizer(sublinear_tf=True, smooth_idf=True, norm='l2', min_df=...)`` (the tests check it
-against scikit-learn), because scikit-learn's per-document Python analyzer costs 40-250 µs a
-question, i.e. minutes to hours for Kaggle's 5.5M questions. Word n-grams come from the token ids,
+against scikit-learn), because scikit-learn's per-document Python analyzer is too slow for
+Kaggle's 5.5M questions. Word n-grams come from the token ids,
 char n-grams from the UTF-8 bytes of ``" " + text + " "`` (scikit-learn's ``analyzer='char'`` on that
 padded text, identical for ASCII). Document frequencies count each distinct question once.
 """
@@ -56,7 +56,7 @@ WHITESPACE = r"[\t\n\r\f\v\x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\
 
 # Groups of (RE2 pattern, replacement) applied in this order to lower-cased text; \1 is a group
 # reference. A group runs only on the texts that match its trigger (a cheap scan), which makes the
-# whole normalisation ~3x faster than running every rule on every text.
+# whole normalisation several times faster than running every rule on every text.
 RULES: list[tuple[str | None, list[tuple[str, str]]]] = [
     (r"[\x{2018}\x{2019}\x{201B}\x{2032}\x{00B4}`\x{201C}\x{201D}\x{201F}\x{2033}]", [
         (r"[\x{2018}\x{2019}\x{201B}\x{2032}\x{00B4}`]", "'"),
