@@ -20,6 +20,7 @@ listed in the manifest's ``excluded`` (later stages skip them) instead of crashi
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import shutil
@@ -33,6 +34,7 @@ from tqdm import tqdm
 
 from pipelines.common.io import atomic_path, write_bytes
 from pipelines.common.log import StageError
+from pipelines.common.options import option
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,19 @@ CLASSES = ("Type_1", "Type_2", "Type_3")
 DATA_URL = "https://www.kaggle.com/competitions/intel-mobileodt-cervical-cancer-screening/data"
 SUBMISSION_COLUMNS = ["image_name", *CLASSES]
 # Kaggle's sizes; `--size kaggle` makes a sample about as large (balanced classes).
+
+
+@dataclasses.dataclass
+class SampleOptions:
+    """The built-in sample's size (``make data COMP=cervix SOURCE=sample ARGS='--n-per-class 20'``)."""
+
+    n_per_class: int = option(40, "sample: training images per class")
+    n_test: int = option(30, "sample: stage-1 test images")
+    image_size: int = option(192, "sample: image side in pixels")
+    n_additional: int = option(4, "sample: additional images per class", cli=False)
+    n_test_stg2: int = option(20, "sample: stage-2 test images besides the stage-1 ones", cli=False)
+
+
 KAGGLE_SIZE = {"n_per_class": 494, "n_test": 512, "n_additional": 2308, "n_test_stg2": 3506}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg")
 IMAGE_DIRS = ("train", "test", "additional", "test_stg2")
@@ -179,8 +194,9 @@ def _near_copy(data: bytes, rng: np.random.Generator) -> bytes:
     return _jpeg_bytes(img, rng, exif_rotate=False)
 
 
-def generate_sample(raw_dir: Path, n_per_class: int = 40, n_test: int = 30, seed: int = 42,
-                    image_size: int = 192, n_additional: int = 4, n_test_stg2: int = 20) -> None:
+def generate_sample(raw_dir: Path, n_per_class: int = SampleOptions.n_per_class, n_test: int = SampleOptions.n_test,
+                    seed: int = 42, image_size: int = SampleOptions.image_size,
+                    n_additional: int = SampleOptions.n_additional, n_test_stg2: int = SampleOptions.n_test_stg2) -> None:
     """Write Kaggle's whole layout at toy size (same seed -> same bytes).
 
     Unpacked as before: train/Type_k/*.jpg (``n_per_class`` good images per class, plus three

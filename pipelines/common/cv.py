@@ -19,9 +19,10 @@ part (extra data that must not move the CV score, e.g. cervix's additional image
 near-duplicate of a row validated in fold k never trains fold k's model). OOF predictions, metrics
 and blends cover the validated rows only; without fit-only rows nothing changes.
 
-Prediction columns: binary tasks have one column (probability of the positive class, named by
-``class_names[0]``, e.g. ``is_duplicate``); multi-class tasks one column per class
-(``Type_1, Type_2, Type_3``).
+Prediction columns, metrics and clipping come from the competition's ``Task`` (pipelines.common.task):
+binary tasks have one column (probability of the positive class, e.g. ``is_duplicate``), multi-class tasks
+one column per class (``Type_1, Type_2, Type_3``). The label column of oof.parquet is ``Task.label_column``
+(``target``, unless a prediction column has that name).
 """
 from __future__ import annotations
 
@@ -36,14 +37,13 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
 from pipelines.common.io import read_json, save_npz, sha256_json, write_json, write_parquet
 from pipelines.common.records import now, run_record
+from pipelines.common.task import EPS, FOLD, ID, Task  # noqa: F401  (EPS: re-exported for callers)
 
 log = logging.getLogger(__name__)
-EPS = 1e-15
 
 
 def make_folds(y: np.ndarray, n_folds: int = 5, seed: int = 42) -> np.ndarray:
@@ -73,25 +73,20 @@ def set_global_seed(seed: int, deterministic_keras: bool = False) -> None:
                 log.warning("could not enable deterministic TF ops: %s", exc)
 
 
-def clip_probs(pred: np.ndarray) -> np.ndarray:
-    pred = np.clip(np.asarray(pred, dtype=np.float64), EPS, 1 - EPS)
-    if pred.ndim == 2:
-        pred = pred / pred.sum(axis=1, keepdims=True)
-    return pred
+def as_task(task: Task | str, class_names: Sequence[str] | None = None) -> Task:
+    """``task`` as a Task: a Task as it is, or a kind ("binary"/"multiclass") with its prediction columns."""
+    if isinstance(task, Task):
+        return task
+    if class_names is None:
+        raise ValueError(f"task {task!r} given by its kind needs class_names (its prediction columns)")
+    return Task(kind=task, id_column=ID, pred_columns=tuple(class_names))
 
 
-def score(task: str, y_true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    """Log loss, accuracy and (binary) ROC AUC."""
-    y_true = np.asarray(y_true)
-    pred = clip_probs(pred)
-    if task == "binary":
-        out = {"log_loss": float(log_loss(y_true, pred, labels=[0, 1])),
-               "accuracy": float(accuracy_score(y_true, pred > 0.5))}
-        out["auc"] = float(roc_auc_score(y_true, pred)) if len(np.unique(y_true)) == 2 else float("nan")
-        return out
-    n_classes = pred.shape[1]
-    return {"log_loss": float(log_loss(y_true, pred, labels=list(range(n_classes)))),
-            "accuracy": float(accuracy_score(y_true, pred.argmax(axis=1)))}
+def score(task: Task | str, y_true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """The task's metrics (log loss, accuracy, binary ROC AUC) of ``pred``."""
+    if not isinstance(task, Task):  # a kind alone: the columns do not matter for the metrics
+        task = Task(kind=task, id_column=ID, pred_columns=("p",) if task == "binary" else ("p0", "p1"))
+    return task.score(y_true, pred)
 
 
 class CVModel(Protocol):
@@ -115,7 +110,7 @@ class CVModel(Protocol):
 
 def pred_frame(ids: np.ndarray, pred: np.ndarray, class_names: Sequence[str]) -> pd.DataFrame:
     pred = np.asarray(pred)
-    df = pd.DataFrame({"id": ids})
+    df = pd.DataFrame({ID: ids})
     if pred.ndim == 1:
         df[class_names[0]] = pred.astype(np.float64)
     else:
@@ -124,13 +119,16 @@ def pred_frame(ids: np.ndarray, pred: np.ndarray, class_names: Sequence[str]) ->
     return df
 
 
-def pred_columns(df: pd.DataFrame) -> list[str]:
-    return [c for c in df.columns if c not in ("id", "fold", "target")]
+def pred_columns(df: pd.DataFrame, task: Task | None = None) -> list[str]:
+    """The prediction columns of a run's frame: the task's, else every column but id, fold and target."""
+    if task is not None:
+        return [c for c in task.pred_columns if c in df.columns]
+    return [c for c in df.columns if c not in (ID, FOLD, "target")]
 
 
 def run_cv(model: CVModel, *, comp: str, source: str, out_dir: Path, y: np.ndarray, folds: np.ndarray,
-           train_ids: np.ndarray, test_ids: np.ndarray | None, task: str, class_names: Sequence[str],
-           seed: int, inputs: dict | None = None, resume: bool = True, only_folds: Sequence[int] | None = None,
+           train_ids: np.ndarray, test_ids: np.ndarray | None, task: Task | str,
+           class_names: Sequence[str] | None = None, seed: int, inputs: dict | None = None, resume: bool = True, only_folds: Sequence[int] | None = None,
            progress: bool = True, fit_exclude: np.ndarray | None = None) -> dict:
     """Run K-fold CV of ``model`` and write its predictions, metrics and record into out_dir.
 
@@ -139,6 +137,7 @@ def run_cv(model: CVModel, *, comp: str, source: str, out_dir: Path, y: np.ndarr
     ``inputs`` (name -> fingerprint) is recorded so a later comparison can flag stale models.
     Fold id -1 marks a fit-only row; ``fit_exclude[i, k]`` keeps row i out of fold k's training part.
     """
+    task = as_task(task, class_names)
     out_dir = Path(out_dir)
     folds_dir = out_dir / "folds"
     started = now()
@@ -185,7 +184,7 @@ def run_cv(model: CVModel, *, comp: str, source: str, out_dir: Path, y: np.ndarr
         predict_s = time.perf_counter() - t0
         model.save(fitted, fold_dir)
         history = getattr(model, "history", None) or {}
-        fold_score = score(task, y[valid_idx], valid_pred)
+        fold_score = task.score(y[valid_idx], valid_pred)
         log.info("%s fold %d/%d: log loss %.5f (fit %.1fs, predict %.1fs)", model.name, k + 1, n_folds,
                  fold_score["log_loss"], fit_s, predict_s)
         arrays = {"valid_idx": valid_idx, "valid_pred": valid_pred, "fit_s": np.float64(fit_s),
@@ -200,8 +199,7 @@ def run_cv(model: CVModel, *, comp: str, source: str, out_dir: Path, y: np.ndarr
         log.info("%s: %d of %d folds done; run again to finish", model.name, len(done), n_folds)
         return {"complete": False, "folds_done": done}
     return finish_cv(model, comp=comp, source=source, out_dir=out_dir, y=y, folds=folds, train_ids=train_ids,
-                     test_ids=test_ids, task=task, class_names=class_names, seed=seed, inputs=inputs,
-                     started=started)
+                     test_ids=test_ids, task=task, seed=seed, inputs=inputs, started=started)
 
 
 def check_fit_exclude(fit_exclude, n_rows: int, n_folds: int) -> np.ndarray | None:
@@ -225,7 +223,7 @@ def fold_checkpoint_readable(path: Path) -> bool:
         return False
 
 
-def finish_cv(model, *, comp, source, out_dir, y, folds, train_ids, test_ids, task, class_names, seed, inputs,
+def finish_cv(model, *, comp, source, out_dir, y, folds, train_ids, test_ids, task: Task, seed, inputs,
               started) -> dict:
     out_dir = Path(out_dir)
     n_folds = int(folds.max()) + 1
@@ -244,7 +242,7 @@ def finish_cv(model, *, comp, source, out_dir, y, folds, train_ids, test_ids, ta
             fit_s.append(float(z["fit_s"]))
             predict_s.append(float(z["predict_s"]))
             histories[str(k)] = json.loads(str(z["history"]))
-        per_fold.append(score(task, y[valid_idx], valid_pred))
+        per_fold.append(task.score(y[valid_idx], valid_pred))
     if np.isnan(oof[validated]).any():
         raise RuntimeError(f"{model.name}: out-of-fold predictions do not cover every validated train row")
     n_fit_only = int((~validated).sum())
@@ -252,17 +250,17 @@ def finish_cv(model, *, comp, source, out_dir, y, folds, train_ids, test_ids, ta
         oof, y, folds, train_ids = oof[validated], np.asarray(y)[validated], folds[validated], \
             np.asarray(train_ids)[validated]
 
-    oof_df = pred_frame(train_ids, oof, class_names)
-    oof_df.insert(1, "fold", folds.astype(np.int16))
-    oof_df.insert(2, "target", y)
+    oof_df = pred_frame(train_ids, oof, task.pred_columns)
+    oof_df.insert(1, FOLD, folds.astype(np.int16))
+    oof_df.insert(2, task.label_column, y)
     write_parquet(out_dir / "oof.parquet", oof_df)
     if test_sum is not None:
-        write_parquet(out_dir / "test.parquet", pred_frame(test_ids, test_sum / n_folds, class_names))
+        write_parquet(out_dir / "test.parquet", pred_frame(test_ids, test_sum / n_folds, task.pred_columns))
 
-    overall = score(task, y, oof)
+    overall = task.score(y, oof)
     fold_ll = [f["log_loss"] for f in per_fold]
     metrics = {
-        "model": model.name, "task": task, "n_train": int(len(y)), "n_folds": n_folds,
+        "model": model.name, "task": task.kind, "n_train": int(len(y)), "n_folds": n_folds,
         **({"n_fit_only": n_fit_only} if n_fit_only else {}),
         "n_test": int(len(test_ids)) if test_ids is not None else 0,
         **overall,
@@ -304,3 +302,11 @@ def load_predictions(model_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame | None
     oof = _read_prediction_file(model_dir / "oof.parquet")
     test_path = model_dir / "test.parquet"
     return oof, (_read_prediction_file(test_path) if test_path.exists() else None)
+
+
+def load_metrics(model_dir: Path) -> dict:
+    """metrics.json of a finished run (empty when unreadable)."""
+    try:
+        return read_json(Path(model_dir) / "metrics.json")
+    except (OSError, ValueError):
+        return {}

@@ -13,6 +13,7 @@ slot value, or same slot value with another intent) so word overlap alone does n
 from __future__ import annotations
 
 import csv
+import dataclasses
 import itertools
 import logging
 import random
@@ -24,10 +25,21 @@ import pandas as pd
 
 from pipelines.common.io import atomic_path
 from pipelines.common.log import StageError
+from pipelines.common.options import option
 
 log = logging.getLogger(__name__)
 
 GENERATOR_VERSION = "quora-sample-v1"
+
+
+@dataclasses.dataclass
+class SampleOptions:
+    """The built-in sample's size (``make data COMP=quora SOURCE=sample ARGS='--n-train 2000'``)."""
+
+    n_train: int = option(4000, "sample: training pairs")
+    n_test: int = option(1500, "sample: test pairs")
+
+
 KAGGLE_SIZE = {"n_train": 404_290, "n_test": 2_345_796}
 DATA_URL = "https://www.kaggle.com/competitions/quora-question-pairs/data"
 TRAIN_COLUMNS = ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"]
@@ -427,7 +439,8 @@ def _write_chunks(path: Path, frames, quote_all: bool) -> None:
                           quoting=csv.QUOTE_ALL if quote_all else csv.QUOTE_MINIMAL)
 
 
-def generate_sample(raw_dir: Path, n_train: int = 4000, n_test: int = 1500, seed: int = 42) -> None:
+def generate_sample(raw_dir: Path, n_train: int = SampleOptions.n_train, n_test: int = SampleOptions.n_test,
+                    seed: int = 42) -> None:
     """Write train.csv, test.csv and sample_submission.csv in Kaggle's schema (same seed -> same bytes)."""
     if n_train < 10 or n_test < 1:
         raise StageError(f"sample too small (n_train={n_train}, n_test={n_test}): use --n-train >= 10, --n-test >= 1")

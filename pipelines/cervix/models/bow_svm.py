@@ -37,6 +37,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from pipelines.common.models import ModelSpec
+from pipelines.common.options import option
+
 HSV_BINS = (8, 4, 4)
 LAYOUT_SIZE = 64
 LAYOUT_GRIDS = (4, 8)
@@ -49,12 +52,14 @@ N_ORIENTATIONS = 8
 
 @dataclass
 class BowSvmOptions:
-    n_words: int = 200
-    desc_size: int = 64
-    colour_weight: float = 1.0
-    svm_c: float = 1.0
-    kmeans_samples: int = 100_000
-    seed: int = 42
+    """Options of the colour + visual-words SVM baseline."""
+
+    n_words: int = option(200, "visual words (k-means clusters)", space=("int", 50, 400))
+    desc_size: int = option(64, "side of the image the patch descriptors are taken from", cli=False)
+    colour_weight: float = option(1.0, "weight of the colour blocks against the visual words", cli=False)
+    svm_c: float = option(1.0, "SVM regularisation C", space=("float", 0.1, 10.0, "log"))
+    kmeans_samples: int = option(100_000, "descriptors the k-means is fitted on", cli=False)
+    seed: int = option(42, "the run's seed (set by the train stage)", cli=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,3 +298,15 @@ class BowSvmModel:
 
         with atomic_path(Path(fold_dir) / "model.joblib", suffix=".joblib") as tmp:
             joblib.dump(fitted, tmp)
+
+
+def build(data, options: BowSvmOptions, ctx) -> BowSvmModel:
+    import dataclasses
+
+    tensors = data.features
+    x_test = tensors.x_test if len(tensors.test_names) else None
+    return BowSvmModel(tensors.x_train, tensors.y, x_test, dataclasses.replace(options, seed=ctx.seed))
+
+
+SPEC = ModelSpec(name="bow_svm", options=BowSvmOptions, build=build, group="cervix bow_svm",
+                 help="colour histograms + colour layout + bag of visual words -> RBF SVM")

@@ -27,7 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.cervix.models.backbones import BACKBONES
 from pipelines.common.io import atomic_path
+from pipelines.common.models import ModelSpec
+from pipelines.common.options import option
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +39,24 @@ N_CLASSES = 3
 
 @dataclass
 class FeatureOptions:
-    backbone: str = "mobilenet_v2"
-    weights: str = "imagenet"  # "imagenet", "none" or a Keras .h5 file (as cnn.resolve_weights takes)
-    alpha: float | None = None  # MobileNets: width multiplier (None: the registry entry's)
-    tta: int = 4
-    head: str = "lr"  # "lr" or "lgbm"
-    cs: tuple = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
-    lambdas: tuple = (1.0, 10.0, 100.0)
-    inner_folds: int = 4
-    batch_size: int = 32
-    seed: int = 42
+    """Options of cnn_features (a backbone's frozen pooled features + a regularised head)."""
+
+    backbone: str = option("mobilenet", "backbone whose frozen features the head reads; its run is "
+                           "cnn_features_<backbone> (BENCHMARKS.md, cervix-pretrained, compares them)",
+                           choices=tuple(BACKBONES))
+    weights: str | None = option(None, "imagenet | none | <Keras .h5 weights file> (default: ImageNet weights "
+                                 "if found locally (Keras cache or $PIPELINES_WEIGHTS_DIR), else imagenet = "
+                                 "download; small_cnn: none)")
+    alpha: float | None = option(None, "MobileNets' width multiplier (default: the model's, e.g. 0.35 for "
+                                 "mobilenet_v2)")
+    tta: int = option(4, "test-time augmentation views, 1-8 (D4 symmetries)")
+    head: str = option("lr", "cnn_features head: logistic regression (C by inner CV) or LightGBM (run "
+                       "cnn_features_<backbone>_lgbm)", choices=("lr", "lgbm"))
+    cs: tuple = option((0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1), "LR head: the Cs of its inner CV", cli=False)
+    lambdas: tuple = option((1.0, 10.0, 100.0), "LightGBM head: the lambda_l2 values of its inner CV", cli=False)
+    inner_folds: int = option(4, "folds of the head's inner CV", cli=False)
+    batch_size: int = option(32, "images per batch of the feature extraction", cli=False)
+    seed: int = option(42, "the run's seed (set by the train stage)", cli=False)
 
     def params(self) -> dict:
         out = asdict(self)
@@ -250,3 +261,27 @@ class CnnFeaturesModel:
 
         with atomic_path(Path(fold_dir) / "model.joblib", suffix=".joblib") as tmp:
             joblib.dump(model, tmp)
+
+
+def build(data, options: FeatureOptions, ctx) -> CnnFeaturesModel:
+    """The CV model of cnn_features: the weights resolved at the model's input size."""
+    import dataclasses
+
+    from pipelines import config
+    from pipelines.cervix.models.cnn import check_tta, local_weights
+    from pipelines.common.records import input_fingerprints
+
+    check_tta(options.tta)
+    tensors = data.features
+    weights = options.weights or local_weights(options.backbone, tensors.image_size, options.alpha) or "imagenet"
+    opts = dataclasses.replace(options, weights=weights, seed=ctx.seed)
+    x_test = tensors.x_test if len(tensors.test_names) else None
+    return CnnFeaturesModel(tensors.x_train, tensors.y, x_test, opts, tensors.image_size,
+                            cache_dir=config.features_dir("cervix", ctx.source) / "cnn_features",
+                            cache_inputs=input_fingerprints(data.inputs))
+
+
+SPEC = ModelSpec(name="cnn_features", options=FeatureOptions, build=build,
+                 run_name=lambda o: run_name(o.backbone, o.head),
+                 group="cervix cnn_features (frozen pretrained features + a regularised head)",
+                 help="a backbone's frozen pooled features (TTA-averaged, cached) -> LR / LightGBM head")

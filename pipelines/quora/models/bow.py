@@ -11,6 +11,8 @@ Both are deterministic: fixed random_state, deterministic solvers, unshuffled in
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import pickle
 from pathlib import Path
@@ -20,6 +22,8 @@ import scipy.sparse as sp
 
 from pipelines.common.io import atomic_path
 from pipelines.common.log import StageError
+from pipelines.common.models import ModelSpec
+from pipelines.common.options import option
 from pipelines.quora.models import QuoraFeatures
 
 log = logging.getLogger(__name__)
@@ -34,6 +38,20 @@ def pair_matrix(q1: sp.csr_matrix, q2: sp.csr_matrix, with_sum: bool) -> sp.csr_
     return sp.hstack(blocks, format="csr", dtype=np.float32)
 
 
+# Inverse regularisation strength per kind (an SVM's hinge loss wants a smaller C than the logistic loss).
+DEFAULT_C = {"lr": 1.0, "svm": 0.1}
+
+
+@dataclasses.dataclass
+class BowOptions:
+    """Options of the bag-of-words baselines (bow_svm, bow_lr)."""
+
+    C: float | None = option(None, "inverse regularisation strength", flag="--bow-C",
+                             space=("float", 0.01, 10.0, "log"))
+    word_only: bool = option(False, "word TF-IDF only (no char n-grams)", flag="--bow-word-only")
+    no_sum: bool = option(False, "leave out the q1+q2 (topic) block", flag="--bow-no-sum")
+
+
 class BowModel:
     def __init__(self, data: QuoraFeatures, kind: str = "lr", C: float | None = None, char: bool = True,
                  with_sum: bool = True, seed: int = 42):
@@ -42,7 +60,7 @@ class BowModel:
         self.data = data
         self.kind = kind
         self.name = f"bow_{kind}"
-        C = C if C is not None else (1.0 if kind == "lr" else 0.1)
+        C = C if C is not None else DEFAULT_C[kind]
         self.params = {"kind": kind, "C": float(C), "char": bool(char), "with_sum": bool(with_sum),
                        "calibration": "sigmoid, 3-fold inner CV" if kind == "svm" else None, "seed": int(seed)}
         self._train_x = None
@@ -115,3 +133,14 @@ class BowModel:
     def save(self, model, fold_dir: Path) -> None:
         with atomic_path(Path(fold_dir) / "model.pkl") as tmp:
             tmp.write_bytes(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def build(data, options: BowOptions, ctx, kind: str) -> BowModel:
+    return BowModel(data.features, kind=kind, C=options.C, char=not options.word_only, with_sum=not options.no_sum,
+                    seed=ctx.seed)
+
+
+SPECS = [ModelSpec(name=f"bow_{kind}", options=BowOptions, build=functools.partial(build, kind=kind),
+                   defaults={"C": DEFAULT_C[kind]}, group="bag-of-words models (bow_svm, bow_lr)", help=text)
+         for kind, text in (("svm", "linear SVM (Platt-calibrated) on the TF-IDF pair blocks"),
+                            ("lr", "logistic regression on the TF-IDF pair blocks"))]

@@ -24,6 +24,7 @@ Device: ``--lgbm-device cpu`` (default) or ``gpu`` (LightGBM's OpenCL GPU learne
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from pathlib import Path
@@ -32,23 +33,48 @@ import numpy as np
 
 from pipelines import config
 from pipelines.common.io import atomic_path
+from pipelines.common.models import ModelSpec
+from pipelines.common.options import option
 from pipelines.quora.models import QuoraFeatures
 
 log = logging.getLogger(__name__)
 DESIGN_ROWS = 200_000  # rows of the design matrix built at once (see LgbmModel._design_blocks)
 
+@dataclasses.dataclass
+class LgbmOptions:
+    """Options of the LightGBM model, each default once."""
+
+    learning_rate: float = option(0.02, "shrinkage per boosting round", flag="--lgbm-learning-rate",
+                                  space=("float", 0.005, 0.1, "log"))
+    num_leaves: int = option(31, "leaves per tree", flag="--lgbm-num-leaves", space=("int", 15, 255))
+    min_data_in_leaf: int | None = option(None, "rows per leaf at least (default: 0.1% of the train rows, at "
+                                          "least 20)", flag="--lgbm-min-data-in-leaf", space=("int", 20, 400))
+    feature_fraction: float = option(0.7, "columns sampled per tree", flag="--lgbm-feature-fraction",
+                                     space=("float", 0.3, 1.0))
+    num_boost_round: int = option(5000, "most boosting rounds (early stopping picks)", flag="--lgbm-rounds")
+    early_stopping_rounds: int = option(200, "stop after N rounds without improvement on the fold's validation "
+                                        "part (0: always run --lgbm-rounds, e.g. to time a fixed amount of work)",
+                                        flag="--lgbm-early-stopping")
+    bow_columns: int = option(2000, "also give the trees the N most used columns of the word TF-IDF pair blocks "
+                              "(0: the pair features alone)", flag="--lgbm-bow-columns")
+    device: str = option("cpu", "cpu, or gpu: LightGBM's OpenCL GPU learner (needs the GPU's OpenCL driver)",
+                         flag="--lgbm-device", choices=("cpu", "gpu"))
+
+
+_OPTION_DEFAULTS = {f.name: f.default for f in dataclasses.fields(LgbmOptions)}
+# The model's parameters, in the order params.json lists them; the fixed ones are not options.
 DEFAULTS = {
-    "learning_rate": 0.02,
-    "num_leaves": 31,
+    "learning_rate": _OPTION_DEFAULTS["learning_rate"],
+    "num_leaves": _OPTION_DEFAULTS["num_leaves"],
     "min_data_in_leaf": "auto",
-    "feature_fraction": 0.7,
+    "feature_fraction": _OPTION_DEFAULTS["feature_fraction"],
     "bagging_fraction": 0.8,
     "bagging_freq": 1,
     "lambda_l2": 1.0,
     "max_bin": 255,
-    "num_boost_round": 5000,
-    "early_stopping_rounds": 200,
-    "bow_columns": 2000,
+    "num_boost_round": _OPTION_DEFAULTS["num_boost_round"],
+    "early_stopping_rounds": _OPTION_DEFAULTS["early_stopping_rounds"],
+    "bow_columns": _OPTION_DEFAULTS["bow_columns"],
 }
 
 
@@ -60,7 +86,7 @@ def lgb_feature_names(columns) -> list[str]:
 class LgbmModel:
     name = "lgbm"
 
-    def __init__(self, data: QuoraFeatures, seed: int = 42, device: str = "cpu", **overrides):
+    def __init__(self, data: QuoraFeatures, seed: int = 42, device: str = _OPTION_DEFAULTS["device"], **overrides):
         from pipelines.common.device import check_lightgbm_device, lightgbm_params
 
         self.data = data
@@ -189,3 +215,12 @@ class LgbmModel:
     def save(self, model, fold_dir: Path) -> None:
         with atomic_path(Path(fold_dir) / "model.txt") as tmp:
             model.save_model(str(tmp), num_iteration=model.best_iteration)
+
+
+def build(data, options: LgbmOptions, ctx) -> LgbmModel:
+    fields = dataclasses.asdict(options)
+    return LgbmModel(data.features, seed=ctx.seed, device=fields.pop("device"), **fields)
+
+
+SPEC = ModelSpec(name="lgbm", options=LgbmOptions, build=build, group="LightGBM (lgbm)",
+                 help="LightGBM on the pair and question-graph features and the most used TF-IDF pair columns")

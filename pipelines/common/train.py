@@ -1,0 +1,107 @@
+"""The train stage, one for every competition: ``make train COMP=<comp> MODEL=<name>|all [ARGS='--epochs 5']``.
+
+The competition (``pipelines.competitions``) declares its models (a ``ModelRegistry`` of specs, each with an
+options dataclass), which ``MODEL=all`` trains, and how its features become the CV engine's rows
+(``Competition.train_data``). For each model this stage fills the options (field defaults < the model's own
+defaults < the source's profile < the command line), builds the model and runs the one CV engine
+(``pipelines.common.cv.run_cv``) into ``models/<comp>/<source>/<run>/``.
+
+The stage is a ``Stage``: a model whose options, seed and features are unchanged since its finished run is
+not run again and nothing is rewritten (``--force`` refits every fold). An interrupted run resumes:
+finished folds are kept, and a network resumes inside its fold.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+
+from pipelines import competitions, config
+from pipelines.common.cv import load_metrics, run_cv
+from pipelines.common.log import StageError
+from pipelines.common.models import RunContext, add_model_arguments, resolve_options
+from pipelines.common.options import add_options, given_options
+from pipelines.common.records import input_fingerprints
+from pipelines.common.stage import Stage
+
+log = logging.getLogger(__name__)
+RUN_OUTS = ("oof.parquet", "metrics.json", "params.json", "run.json")
+
+
+def add_arguments(parser: argparse.ArgumentParser, comp: str | None = None) -> None:
+    """The stage's options; with ``comp``, also every option of that competition's models."""
+    known = competitions.get(comp) if comp else None
+    names = known.models.names() if known else None
+    parser.add_argument("--model", default="all", choices=[*names, "all"] if names else None,
+                        help="model to train, or 'all' for the competition's default set (default: all)"
+                             + ("" if names else "; `--comp <name> --help` lists them and their options"))
+    parser.add_argument("--no-resume", "--force", dest="no_resume", action="store_true",
+                        help="refit every fold, ignoring the finished run and earlier checkpoints")
+    parser.add_argument("--checkpoint-every", type=float, default=None, metavar="SECONDS",
+                        help=f"seconds between the resumable checkpoints of a network's fit (default "
+                             f"{config.CHECKPOINT_EVERY_S:.0f}; 0: after every epoch); one is always written when "
+                             "training ends")
+    if known:
+        if known.train_options is not None:
+            add_options(parser, known.train_options, f"{known.name} training")
+        add_model_arguments(parser, known.models, known.profiles)
+
+
+def run_context(args: argparse.Namespace, comp=None) -> RunContext:
+    comp = comp or competitions.get(args.comp)
+    train_options = (comp.train_options(**given_options(args, comp.train_options))
+                     if comp.train_options is not None else None)
+    return RunContext(comp=args.comp, source=args.source, source_label=config.source_label(args.source),
+                      seed=args.seed, checkpoint_every_s=args.checkpoint_every, train_options=train_options, args=args)
+
+
+def model_options(comp, name: str, args: argparse.Namespace, ctx: RunContext):
+    """(spec, options) of ``name`` for this command line."""
+    if name not in comp.models:
+        raise StageError(f"unknown {comp.name} model {name!r}; use one of: {', '.join(comp.models.names())}")
+    spec = comp.models[name]
+    return spec, resolve_options(spec, given_options(args, spec.options), comp.profile(ctx.source_label, name), ctx)
+
+
+def train_model(comp, name: str, args: argparse.Namespace, ctx: RunContext | None = None) -> dict:
+    """Train one model through the CV engine, unless its finished run is up to date; its metrics."""
+    ctx = ctx or run_context(args, comp)
+    spec, options = model_options(comp, name, args, ctx)
+    data = comp.train_data(args.source, spec, options, ctx)
+    run = spec.folder_name(options)
+    out_dir = config.model_dir(comp.name, args.source, run)
+    inputs = input_fingerprints(data.inputs)
+    outs = list(RUN_OUTS) + (["test.parquet"] if data.test_ids is not None else [])
+    stage = Stage("train", out_dir, deps=data.inputs, outs=outs,
+                  params={"model": run, "options": dataclasses.asdict(options), "seed": ctx.seed,
+                          "inputs": inputs, "data": data.extra_params})
+    if not args.no_resume and stage.up_to_date():
+        log.info("%s: up to date (%s): options, seed and features unchanged since its finished run; nothing to do "
+                 "(--force refits it)", run, out_dir)
+        return {"complete": True, "skipped": True, **load_metrics(out_dir)}
+    if data.description:
+        log.info("%s: %s -> %s", run, data.description, out_dir)
+    model = spec.builder()(data, options, ctx)
+    if data.extra_params:  # recorded in params.json and run.json: what the rows were made of
+        model.params = {**model.params, "data": data.extra_params}
+    result = run_cv(model, comp=comp.name, source=args.source, out_dir=out_dir, y=data.y, folds=data.folds,
+                    train_ids=data.train_ids, test_ids=data.test_ids, task=comp.task, seed=ctx.seed,
+                    inputs=inputs, resume=not args.no_resume, fit_exclude=data.fit_exclude)
+    if result.get("complete"):
+        stage.done()
+    return result
+
+
+def main(args: argparse.Namespace) -> int:
+    comp = competitions.get(args.comp)
+    ctx = run_context(args, comp)
+    names = comp.model_names_for_all(ctx) if args.model == "all" else [args.model]
+    results = {}
+    for i, name in enumerate(names, 1):
+        log.info("training %s (%d of %d) on %s/%s", name, i, len(names), comp.name, ctx.source_label)
+        results[name] = train_model(comp, name, args, ctx)
+    done = {n: r for n, r in results.items() if r.get("complete")}
+    if len(done) > 1:
+        log.info("%s/%s CV log loss: %s", comp.name, ctx.source_label,
+                 ", ".join(f"{n} {r['log_loss']:.5f}" for n, r in done.items()))
+    return 0
