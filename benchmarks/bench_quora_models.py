@@ -84,12 +84,19 @@ def parse_args(argv):
 # ----- one model, in its own process ------------------------------------------------------------------
 
 def train_namespace(model: str, source: str, extra: list[str]) -> argparse.Namespace:
-    from pipelines.__main__ import base_parser
-    from pipelines.quora import train
+    from pipelines.common import train
 
-    parser = base_parser(add_help=False)
-    train.add_arguments(parser)
-    return parser.parse_args(["train", "--comp", "quora", "--source", source, "--model", model, *extra])
+    return train.parse_args("quora", ["--source", source, "--model", model, *extra])
+
+
+def build_model(name: str, features, ns: argparse.Namespace):
+    """The model ``name`` as the train stage builds it, on the features reader ``features`` (any folder)."""
+    from pipelines.common import train
+    from pipelines.common.competition import TrainData
+
+    data = TrainData(y=features.labels, folds=features.folds, train_ids=features.ids_train,
+                     test_ids=features.ids_test, inputs=[features.lock_path], features=features)
+    return train.build_model("quora", name, ns, data)[0]
 
 
 def fold_times(out_dir: Path) -> dict:
@@ -107,16 +114,16 @@ def child_main(args) -> int:
     """Train one model from scratch (no resume) and print its timings and this process's peak RSS."""
     from pipelines.common.cv import run_cv
     from pipelines.common.records import input_fingerprints
-    from pipelines.quora import train
+    from pipelines.quora.competition import TASK
     from pipelines.quora.models import QuoraFeatures
 
     ns = train_namespace(args.child, args.source, shlex.split(args.train_args))
     data = QuoraFeatures(Path(args.features_dir))
     t0 = time.perf_counter()
-    model = train.build_model(args.child, data, ns)
+    model = build_model(args.child, data, ns)
     out_dir = Path(args.out_dir)
     result = run_cv(model, comp="quora", source=args.source, out_dir=out_dir, y=data.labels, folds=data.folds,
-                    train_ids=data.ids_train, test_ids=data.ids_test, task="binary", class_names=train.CLASS_NAMES,
+                    train_ids=data.ids_train, test_ids=data.ids_test, task=TASK,
                     seed=ns.seed, inputs=input_fingerprints([data.lock_path]), resume=False,
                     only_folds=[0] if args.only_fold else None)
     wall = time.perf_counter() - t0
@@ -229,7 +236,6 @@ def throughput(features_dir: Path, epochs: int, model_name: str = "siamese_lstm"
     """
     import tempfile
 
-    from pipelines.quora import train
     from pipelines.quora.models import QuoraFeatures
     from pipelines.common import device as device_mod
     from pipelines.quora.models.siamese import keras_modules
@@ -241,7 +247,7 @@ def throughput(features_dir: Path, epochs: int, model_name: str = "siamese_lstm"
     pairs = len(train_idx) * epochs  # every train pair once an epoch (the network is order-free)
 
     def pipeline():
-        model = train.build_model(model_name, data, ns)
+        model = build_model(model_name, data, ns)
         model.verbose = 0
         with tempfile.TemporaryDirectory(prefix="bench-siamese-") as fold_dir:
             model.fit(0, train_idx, valid_idx, Path(fold_dir))
@@ -252,7 +258,7 @@ def throughput(features_dir: Path, epochs: int, model_name: str = "siamese_lstm"
 
     def timed(name):
         if name == "plain":  # time only model.fit: the arrays and the network are built outside the timer
-            model = train.build_model(model_name, data, ns)
+            model = build_model(model_name, data, ns)
             keras.utils.set_random_seed(ns.seed)
             arrays = model.training_arrays(train_idx, valid_idx, model.feature_scaler(train_idx))
             device_mod.apply_tensorflow(model.choice)  # the pipeline's device and precision policy (GPU: mixed)
@@ -430,9 +436,10 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     if args.child:
         return child_main(args)
-    from pipelines.quora.train import MODELS
+    from pipelines import competitions
 
-    models = [m.strip() for m in args.models.split(",")] if args.models else list(MODELS)
+    models = ([m.strip() for m in args.models.split(",")] if args.models
+              else competitions.get("quora").models.names())
     extra = shlex.split(args.train_args)
     # the command that reproduces the figures: --reuse only re-reports them
     command = "python -m benchmarks quora_models " + " ".join(a for a in argv if a != "--reuse")

@@ -104,13 +104,13 @@ def main(argv: list[str] | None = None) -> int:
 
     def cervix():
         from pipelines.cervix.features import load_tensors
-        from pipelines.cervix.models import make_model
-        from pipelines.cervix.models.cnn import NetOptions
+        from pipelines.cervix.models.cnn import KerasImageModel, NetOptions
 
         t = load_tensors("sample", None)
         train_idx, valid_idx = np.flatnonzero(t.folds != 0), np.flatnonzero(t.folds == 0)
-        opts = NetOptions(epochs=args.cervix_epochs, batch_size=32, patience=args.cervix_epochs + 1, tta=1)
-        model = make_model("small_cnn", t.x_train, t.y, None, t.image_size, net=opts)
+        opts = NetOptions(epochs=args.cervix_epochs, batch_size=32, patience=args.cervix_epochs + 1, tta=1,
+                          weights="none")
+        model = KerasImageModel("small_cnn", t.x_train, t.y, None, opts, t.image_size)
         model.verbose = 0
         _, fit_s = _timed(lambda: model.fit(0, train_idx, valid_idx, Path(tempfile.mkdtemp())))
         net, _ = model.build()

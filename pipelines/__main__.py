@@ -5,12 +5,13 @@ The console script ``kaggle-pipeline`` (pyproject's ``[project.scripts]``) is th
 --help`` a stage's generic options; ``python -m pipelines <stage> --comp <name> --help`` adds that
 competition's options.
 
-Each stage is a module with ``add_arguments(parser)`` and ``main(args) -> int``; the Makefile calls
-these. Stage modules, by stage:
+Each stage is a module with ``add_arguments(parser[, comp])`` and ``main(args) -> int``; the Makefile calls
+these. A stage whose ``add_arguments`` takes ``comp`` adds only that competition's options (its models', its
+sample's, its submission's). Stage modules, by stage:
 
-    data      pipelines.common.acquire        (shared; dispatches to pipelines.<comp>.data)
-    features  pipelines.<comp>.features
-    train     pipelines.common.train          (pipelines.<comp>.train where the shared one is absent)
+    data      pipelines.common.acquire        (the competition's raw rules and sample: pipelines.competitions)
+    features  the competition's own           (``Competition.features``, e.g. pipelines.quora.features)
+    train     pipelines.common.train          (the competition's model registry)
     blend     pipelines.common.blend          (OOF-fitted blend and the submission CSV)
     submit    pipelines.common.kaggle_io      (upload to Kaggle and poll the score)
     compare   pipelines.common.compare
@@ -23,12 +24,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
+import inspect
 import logging
 import os
 import sys
 
-from pipelines import config
+from pipelines import competitions, config
 from pipelines.common.log import StageError, setup_logging
 
 EXIT_USAGE = 2  # argparse's own status for a usage error
@@ -38,13 +39,10 @@ EXIT_INTERRUPTED = 130
 PROG = "python -m pipelines"
 CONSOLE_SCRIPT = "kaggle-pipeline"  # pyproject.toml [project.scripts]
 
-# The generic train stage replaces the per-competition ones; until it exists, each competition's own.
-_TRAIN = "pipelines.common.train" if importlib.util.find_spec("pipelines.common.train") else "pipelines.{comp}.train"
-
-STAGES = {
+STAGES = {  # None: the competition's own module (Competition.features)
     "data": "pipelines.common.acquire",
-    "features": "pipelines.{comp}.features",
-    "train": _TRAIN,
+    "features": None,
+    "train": "pipelines.common.train",
     "blend": "pipelines.common.blend",
     "submit": "pipelines.common.kaggle_io",
     "compare": "pipelines.common.compare",
@@ -66,7 +64,21 @@ def _prog() -> str:
 
 
 def _competitions() -> list[str]:
-    return sorted(config.COMPETITIONS)
+    return sorted(competitions.names())
+
+
+def stage_module(stage: str, comp: str):
+    """The module of ``stage`` for the competition ``comp``."""
+    name = STAGES[stage] or competitions.get(comp).features
+    return importlib.import_module(name)
+
+
+def add_stage_arguments(module, parser: argparse.ArgumentParser, comp: str) -> None:
+    """The stage's options; those of ``comp`` too where the stage's add_arguments takes a competition."""
+    if len(inspect.signature(module.add_arguments).parameters) > 1:
+        module.add_arguments(parser, comp)
+    else:
+        module.add_arguments(parser)
 
 
 def base_parser(add_help: bool, prog: str = PROG, **kwargs) -> argparse.ArgumentParser:
@@ -134,11 +146,15 @@ def main(argv: list[str] | None = None) -> int:
         stage_parser(peek.stage, prog).parse_args(argv)  # --help exits 0; else "--comp is required" (exit 2)
         return EXIT_USAGE
     known, _ = base_parser(add_help=False, prog=prog).parse_known_args(argv)  # an unknown --comp: exit 2
-    module = importlib.import_module(STAGES[known.stage].format(comp=known.comp))
+    setup_logging(known.verbose)
+    try:
+        module = stage_module(known.stage, known.comp)
+    except StageError as exc:  # a competition whose declaration cannot be loaded
+        logging.getLogger("pipelines").error("%s", exc)
+        return EXIT_STAGE_ERROR
     parser = base_parser(add_help=True, prog=prog)
-    module.add_arguments(parser)
+    add_stage_arguments(module, parser, known.comp)
     args = parser.parse_args(argv)
-    setup_logging(args.verbose)
     try:
         return int(module.main(args) or 0)
     except StageError as exc:

@@ -48,8 +48,11 @@ N_FOLDS = 5
 
 
 def check_comp(comp: str) -> str:
-    if comp not in COMPETITIONS:
-        raise SystemExit(f"error: unknown competition {comp!r}; use one of: {', '.join(COMPETITIONS)}")
+    """``comp`` when it is a registered competition (pipelines.competitions); else exit naming the known ones."""
+    from pipelines import competitions
+
+    if comp not in competitions.names():
+        raise SystemExit(f"error: unknown competition {comp!r}; use one of: {', '.join(competitions.names())}")
     return comp
 
 

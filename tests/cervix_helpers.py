@@ -121,12 +121,9 @@ def features_args(source: str = "sample", *extra: str) -> argparse.Namespace:
 
 
 def train_args(source: str = "sample", *extra: str) -> argparse.Namespace:
-    from pipelines.__main__ import base_parser
-    from pipelines.cervix import train
+    from pipelines.common import train
 
-    parser = base_parser(add_help=False)
-    train.add_arguments(parser)
-    return parser.parse_args(["train", "--comp", "cervix", "--source", source, *extra])
+    return train.parse_args("cervix", ["--source", source, *extra])
 
 
 def raw_dir(source: str = "sample") -> Path:

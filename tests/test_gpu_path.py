@@ -4,7 +4,6 @@ encoders (and that the layers making them hold change no CPU result), and the te
 the distinct-question encoder against the per-pair ones."""
 from __future__ import annotations
 
-import argparse
 import types
 
 import numpy as np
@@ -122,7 +121,7 @@ def test_lgbm_model_takes_the_device(monkeypatch, project_dirs):
 
     from pipelines.quora.models import QuoraFeatures
     from pipelines.quora.models import lgbm as lgbm_module
-    from pipelines.quora.train import add_arguments, build_model
+    from pipelines.common import train
 
     data = QuoraFeatures(write_fake_features(config.features_dir("quora", "sample")))
     cpu = lgbm_module.LgbmModel(data)
@@ -134,13 +133,10 @@ def test_lgbm_model_takes_the_device(monkeypatch, project_dirs):
     assert checked == ["gpu"] and gpu.params["device"] == "gpu" and gpu.lgb_params()["device_type"] == "gpu"
     assert gpu.device == {"kind": "gpu", "framework": "lightgbm"}
 
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    parser.add_argument("--source", default="sample")
-    parser.add_argument("--seed", type=int, default=42)
-    assert build_model("lgbm", data, parser.parse_args(["--lgbm-device", "gpu"])).params["device"] == "gpu"
+    model, _ = train.build_model("quora", "lgbm", train.parse_args("quora", ["--lgbm-device", "gpu"]))
+    assert model.params["device"] == "gpu"
     with pytest.raises(SystemExit):
-        parser.parse_args(["--lgbm-device", "tpu"])
+        train.parse_args("quora", ["--lgbm-device", "tpu"])
 
 
 # --- Siamese networks ----------------------------------------------------------------------------------------

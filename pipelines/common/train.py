@@ -63,6 +63,24 @@ def model_options(comp, name: str, args: argparse.Namespace, ctx: RunContext):
     return spec, resolve_options(spec, given_options(args, spec.options), comp.profile(ctx.source_label, name), ctx)
 
 
+def build_model(comp, name: str, args: argparse.Namespace, data=None):
+    """(CV model, TrainData) of ``name`` for this command line, without training it (benchmarks, tests)."""
+    comp = competitions.get(comp) if isinstance(comp, str) else comp
+    ctx = run_context(args, comp)
+    spec, options = model_options(comp, name, args, ctx)
+    data = data or comp.train_data(args.source, spec, options, ctx)
+    return spec.builder()(data, options, ctx), data
+
+
+def parse_args(comp: str, argv: list[str]) -> argparse.Namespace:
+    """The train stage's command line for ``comp`` (``argv``: the options after ``train --comp <comp>``)."""
+    from pipelines.__main__ import base_parser
+
+    parser = base_parser(add_help=False)
+    add_arguments(parser, comp)
+    return parser.parse_args(["train", "--comp", comp, *argv])
+
+
 def train_model(comp, name: str, args: argparse.Namespace, ctx: RunContext | None = None) -> dict:
     """Train one model through the CV engine, unless its finished run is up to date; its metrics."""
     ctx = ctx or run_context(args, comp)
