@@ -146,11 +146,11 @@ def test_kaggle_cervix_7z_files_and_password(project, tmp_path, monkeypatch):
         "test_stg2.7z": write_7z(tmp_path / "stg2.7z", stg2, password="pw123").read_bytes(),
     }
     api = FakeKaggleApi(files=files)
-    monkeypatch.delenv(archives.PASSWORD_ENV, raising=False)
+    monkeypatch.delenv("CERVIX_7Z_PASSWORD", raising=False)
     with pytest.raises(StageError, match="CERVIX_7Z_PASSWORD"):
         acq.acquire("cervix", "kaggle", api=api, files=list(files))
     assert not config.raw_dir("cervix", "kaggle").exists()
-    monkeypatch.setenv(archives.PASSWORD_ENV, "pw123")
+    monkeypatch.setenv("CERVIX_7Z_PASSWORD", "pw123")  # the variable the cervix competition declares
     manifest = acq.acquire("cervix", "kaggle", api=api, files=list(files))
     raw = config.raw_dir("cervix", "kaggle")
     assert sorted(p.name for p in raw.iterdir()) == ["additional", "sample_submission_stg1.csv", "test", "test_stg2",
@@ -285,11 +285,11 @@ def test_missing_source_path(project, tmp_path):
 
 
 def test_cli(project, capsys):
-    from pipelines.__main__ import main
+    from pipelines.__main__ import EXIT_STAGE_ERROR, main
 
     assert main(["data", "--comp", "quora", "--source", "sample", "--n-train", "100", "--n-test", "20"]) == 0
     assert "train.csv 100 pairs" in capsys.readouterr().out
-    assert main(["data", "--comp", "quora", "--source", "/nonexistent/quora.zip"]) == 2
+    assert main(["data", "--comp", "quora", "--source", "/nonexistent/quora.zip"]) == EXIT_STAGE_ERROR
 
 
 def test_identical_data_redone_keeps_the_manifest_bytes(project):
@@ -340,3 +340,62 @@ def test_fresh_copy_of_the_same_files_keeps_raw_and_what_was_built_on_it(project
     acq.acquire("quora", str(src))
     assert train.read_bytes() == (src / "train.csv").read_bytes()
     assert not downstream.up_to_date()
+
+
+# ---------------------------------------------------------------- what the competition declares
+def test_quora_password_error_names_no_other_competitions_variable(project, tmp_path, monkeypatch):
+    from pipelines.quora.data import generate_sample
+
+    monkeypatch.delenv("CERVIX_7Z_PASSWORD", raising=False)
+    generate_sample(tmp_path / "q", n_train=40, n_test=10)
+    archive = write_7z(tmp_path / "quora.7z", {name: (tmp_path / "q" / name).read_bytes()
+                                               for name in ("train.csv", "test.csv")}, password="pw")
+    with pytest.raises(archives.PasswordError) as err:
+        acq.acquire("quora", str(archive))
+    assert "quora.7z is password-protected: pass the password with --password" in str(err.value)
+    assert "CERVIX" not in str(err.value) and "environment variable" not in str(err.value)
+    monkeypatch.setenv("CERVIX_7Z_PASSWORD", "pw")  # another competition's variable is not quora's
+    with pytest.raises(archives.PasswordError):
+        acq.acquire("quora", str(archive))
+    assert acq.acquire("quora", str(archive), password="pw")["counts"]["train_rows"] == 40
+
+
+def test_sample_of_a_competition_without_one_is_one_clear_error(project, monkeypatch):
+    import dataclasses
+
+    from pipelines import competitions
+
+    monkeypatch.setitem(competitions._loaded, "quora", dataclasses.replace(competitions.get("quora"), sample=None))
+    with pytest.raises(StageError) as err:
+        acq.acquire("quora", "sample")
+    assert str(err.value) == ("--source sample: the quora competition has no built-in sample; use --source kaggle "
+                              "or the path of the competition files you downloaded")
+    assert not config.source_dir("quora", "sample").exists()
+
+
+def test_data_options_are_the_competitions_own():
+    import argparse
+
+    def flags(comp=None):
+        parser = argparse.ArgumentParser()
+        acq.add_arguments(parser, comp)
+        return {opt for action in parser._actions for opt in action.option_strings}
+
+    assert {"--n-train", "--n-test", "--size"} <= flags("quora") and "--n-per-class" not in flags("quora")
+    assert {"--n-per-class", "--n-test", "--image-size"} <= flags("cervix") and "--n-train" not in flags("cervix")
+    assert not flags() & {"--n-train", "--n-test", "--n-per-class", "--image-size", "--size"}
+    assert {"--force", "--password", "--files", "--max-ratio"} <= flags()
+    parser = argparse.ArgumentParser()
+    acq.add_arguments(parser, "cervix")
+    assert "CERVIX_7Z_PASSWORD" in parser.format_help()
+    parser = argparse.ArgumentParser()
+    acq.add_arguments(parser, "quora")
+    assert "CERVIX" not in parser.format_help()
+
+
+def test_sample_options_come_from_the_competitions_options_dataclass():
+    assert acq.sample_options("quora", "kaggle") == {"n_train": 404_290, "n_test": 2_345_796, "seed": config.SEED}
+    assert acq.sample_options("cervix", "default", seed=1, n_test=7, n_train=5) == {
+        "n_per_class": 40, "n_test": 7, "image_size": 192, "n_additional": 4, "n_test_stg2": 20, "seed": 1}
+    with pytest.raises(StageError, match="--size huge: use default or kaggle"):
+        acq.sample_options("quora", "huge")

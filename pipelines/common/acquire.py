@@ -1,8 +1,8 @@
 """The ``data`` stage: a competition's raw files, exactly as Kaggle ships them, from one of three sources.
 
-    python -m pipelines data --comp quora|cervix --source sample|kaggle|<path> [--force] [options]
+    python -m pipelines data --comp <name> --source sample|kaggle|<path> [--force] [options]
 
-    sample   deterministic synthetic data in the competition's schema (pipelines.<comp>.data.generate_sample)
+    sample   deterministic synthetic data in the competition's schema (its ``Competition.sample``)
     kaggle   the Kaggle API (credentials needed; rules accepted on the website)
     <path>   a folder or archive downloaded by hand (.zip, .7z, .gz, plain CSVs, image folders)
 
@@ -11,26 +11,30 @@ the sample never overwrites real data) plus ``manifest.json`` beside it (every f
 counts, class balance, warnings, and the ``excluded`` unreadable images). The data is assembled in a
 temporary folder beside ``raw/`` and renamed at the end: an interrupted run leaves nothing that looks
 complete. A re-run with the same source and options does nothing (``--force`` re-does it).
+
+Each kind of source is a class in ``pipelines.common.sources``; this module holds what they share: the
+Stage, the assembling (nested archives, the competition's layout rules ``Competition.raw``), validation
+and the manifest. The sample's options are the competition's (``Competition.sample.options``).
 """
 from __future__ import annotations
 
 import contextlib
 import errno
-import importlib
-import inspect
 import logging
 import os
 import shutil
 from pathlib import Path
-from types import ModuleType
 
 from tqdm import tqdm
 
-from pipelines import config
-from pipelines.common import archives, kaggle_io
-from pipelines.common.io import read_json, sha256_file, write_json
+from pipelines import competitions, config
+from pipelines.common import archives
+from pipelines.common.io import human_size, read_json, sha256_file, write_json
 from pipelines.common.log import StageError
+from pipelines.common.options import add_options, given_options, option_infos
 from pipelines.common.records import now
+from pipelines.common.sources import Source, make_source, password_for, raw_hook, resolve_source  # noqa: F401
+from pipelines.common.sources import sample_options as _sample_options
 from pipelines.common.stage import Stage
 
 log = logging.getLogger(__name__)
@@ -38,102 +42,13 @@ log = logging.getLogger(__name__)
 CHECKSUM_FILES = ("MANIFEST.sha256", "SHA256SUMS", "sha256sums.txt")
 
 
-def comp_module(comp: str) -> ModuleType:
-    """pipelines.<comp>.data: generate_sample, validate, and the competition's file-name rules."""
-    return importlib.import_module(f"pipelines.{config.check_comp(comp)}.data")
-
-
-def resolve_source(source: str) -> tuple[str, Path | None]:
-    """('sample'|'kaggle', None) or ('local', absolute path)."""
-    if source in ("sample", "kaggle"):
-        return source, None
-    path = Path(source).expanduser()
-    if not path.exists():
-        raise StageError(f"--source {source}: no such file or folder; use sample, kaggle, or the path of the "
-                         f"competition files you downloaded (a folder, or .zip/.7z/.gz archives)")
-    return "local", path.resolve()
-
-
 def sample_options(comp: str, size: str = "default", seed: int = config.SEED, **given) -> dict:
-    """generate_sample's keyword arguments: its defaults, or Kaggle's sizes with size='kaggle', then ``given``."""
-    mod = comp_module(comp)
-    params = inspect.signature(mod.generate_sample).parameters
-    options = {name: p.default for name, p in params.items() if p.default is not inspect.Parameter.empty}
-    if size == "kaggle":
-        options.update(mod.KAGGLE_SIZE)
-    elif size != "default":
-        raise StageError(f"--size {size}: use default or kaggle")
-    options.update({k: v for k, v in given.items() if v is not None and k in params})
-    options["seed"] = seed
-    return options
+    """The sample generator's keyword arguments: its options' defaults, or Kaggle's sizes with size='kaggle',
+    then ``given``, then the seed."""
+    return _sample_options(competitions.get(comp), size, seed, **given)
 
 
 # ---------------------------------------------------------------- assembling raw/
-def _copy_tree(src: Path, dest: Path) -> int:
-    files = [p for p in sorted(src.rglob("*")) if p.is_file() and p.name not in archives.JUNK_NAMES]
-    for f in tqdm(files, desc=f"copy {src.name}/", unit="file", disable=len(files) < 200, leave=False):
-        target = dest / f.relative_to(src)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(f, target)
-    return len(files)
-
-
-def _password(mod: ModuleType, folder: Path, password: str | None) -> str | None:
-    """The given password, else the one the competition's files carry in ``folder`` (``archive_password``
-    of pipelines.<comp>.data: a password file published beside an encrypted archive), else None."""
-    if password or not hasattr(mod, "archive_password"):
-        return password
-    return mod.archive_password(folder) or None
-
-
-def _unpack_into(archive: Path, root: Path, password: str | None, mod: ModuleType) -> None:
-    """Unpack one archive into ``root`` (or the sub-folder the competition wants, e.g. additional/)."""
-    members = []
-    if archives.archive_kind(archive) in ("zip", "7z"):
-        members = archives.list_members(archive, password)
-    sub = mod.archive_target(archive, members)
-    archives.extract(archive, root / sub if sub else root, password)
-
-
-def _import_local(src: Path, root: Path, mod: ModuleType, password: str | None) -> set[str]:
-    """Copy or unpack the competition's files from a user's folder or archive into ``root``.
-
-    Top-level entries that are not competition data (checksum lists, notes, other competitions' archives) are
-    skipped. Returns every name seen, so a wrong competition can be recognised.
-    """
-    entries = [src] if src.is_file() else sorted(src.iterdir())
-    seen: set[str] = set()
-    ignored: list[str] = []
-    for entry in entries:
-        seen.add(entry.name)
-        if entry.name in archives.JUNK_NAMES:
-            continue
-        kind = archives.archive_kind(entry)
-        if entry.is_dir():
-            seen.update(p.relative_to(entry.parent).as_posix() for p in entry.iterdir())
-            if mod.is_data_name(f"{entry.name}/x"):
-                _copy_tree(entry, root / entry.name)
-            else:
-                ignored.append(entry.name + "/")
-        elif kind is not None:
-            members = archives.list_members(entry, password) if kind in ("zip", "7z") else []
-            seen.update(members)
-            if entry == src or mod.is_data_name(entry.name) or any(mod.is_data_name(m) for m in members):
-                _unpack_into(entry, root, password, mod)
-            else:
-                ignored.append(entry.name)
-        elif archives.is_archive(entry):
-            continue  # x.7z.002...: unpacked with x.7z.001
-        elif mod.is_data_name(entry.name):
-            shutil.copy2(entry, root / entry.name)
-        else:
-            ignored.append(entry.name)
-    if ignored:
-        log.info("ignored (not %s competition data): %s", mod.__name__.split(".")[1],
-                 ", ".join(ignored[:6]) + (" ..." if len(ignored) > 6 else ""))
-    return seen
-
-
 def _hoist(root: Path, marker: str) -> None:
     """A wrapper folder (quora/train.csv inside a user's zip): move its content up to ``root``."""
     if (root / marker).exists():
@@ -151,12 +66,12 @@ def _hoist(root: Path, marker: str) -> None:
         shutil.rmtree(top)
 
 
-def _prune(root: Path, mod: ModuleType) -> None:
+def _prune(root: Path, rules) -> None:
     """Drop files a hand-made folder or archive carried that are not competition data (notes, checksums)."""
     dropped = []
     for f in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = f.relative_to(root).as_posix()
-        if not mod.keep(rel):
+        if not rules.keep(rel):
             f.unlink()
             dropped.append(rel)
     for d in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
@@ -237,15 +152,30 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _validate(mod: ModuleType, root: Path, comp: str, source: str, seen: set[str], shown: str | None = None) -> dict:
-    """``mod.validate(root)``; its messages name ``shown`` (what the user gave) instead of the temp folder
-    ``root``, which is deleted when the stage stops."""
+def _other_competition(comp, seen: set[str]) -> str | None:
+    """The registered competition whose data ``seen`` looks like, when it is not ``comp``'s."""
+    if comp.raw.looks_like(seen):
+        return None
+    for name in competitions.names():
+        if name == comp.name:
+            continue
+        try:
+            if competitions.get(name).raw.looks_like(seen):
+                return name
+        except Exception as exc:  # noqa: BLE001 - another competition's rules must not hide this one's error
+            log.debug("could not ask %s whether the data is its own: %s", name, exc)
+    return None
+
+
+def _validate(comp, root: Path, source: str, seen: set[str], shown: str | None = None) -> dict:
+    """``comp.raw.validate(root)``; its messages name ``shown`` (what the user gave) instead of the temp
+    folder ``root``, which is deleted when the stage stops."""
     try:
-        return mod.validate(root)
+        return comp.raw.validate(root)
     except StageError as exc:
-        other = "cervix" if comp == "quora" else "quora"
-        if comp_module(other).looks_like(seen) and not mod.looks_like(seen):
-            raise StageError(f"{source} looks like the {other} competition's data, not {comp}'s: "
+        other = _other_competition(comp, seen)
+        if other is not None:
+            raise StageError(f"{source} looks like the {other} competition's data, not {comp.name}'s: "
                              f"use --comp {other} (make data COMP={other} SOURCE=...)") from exc
         message = str(exc)
         if shown and str(root) in message:
@@ -261,10 +191,10 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def summary(manifest: dict, mod: ModuleType) -> list[str]:
+def summary(manifest: dict, rules) -> list[str]:
     lines = [f"data {manifest['comp']}/{manifest['source']}: {manifest['n_files']:,} files, "
-             f"{archives.human_size(manifest['total_bytes'])} in {manifest['raw_dir']}"]
-    lines += [f"  {line}" for line in mod.summary_lines(manifest)]
+             f"{human_size(manifest['total_bytes'])} in {manifest['raw_dir']}"]
+    lines += [f"  {line}" for line in rules.summary_lines(manifest)]
     sums = manifest.get("checksums")
     if sums:
         lines.append(f"  {sums['verified']:,} files match {sums['file']}"
@@ -276,110 +206,52 @@ def summary(manifest: dict, mod: ModuleType) -> list[str]:
     return lines
 
 
+def _sample_flags(comp) -> list[str]:
+    """The command-line flags of the competition's sample options (``--size`` among them)."""
+    if comp.sample is None:
+        return []
+    return [info.flag for info in option_infos(comp.sample.options)] + ["--size"]
+
+
 # ---------------------------------------------------------------- the stage
 def acquire(comp: str, source: str, *, force: bool = False, seed: int = config.SEED, size: str = "default",
-            n_train: int | None = None, n_test: int | None = None, n_per_class: int | None = None,
-            image_size: int | None = None, password: str | None = None, files: list[str] | None = None,
-            api=None, max_unpacked_gb: float | None = None, max_ratio: float | None = None) -> dict:
-    """Build data/<comp>/<label>/raw and manifest.json from ``source``; returns the manifest."""
-    mod = comp_module(comp)
-    kind, path = resolve_source(source)
-    label = config.source_label(source)
+            password: str | None = None, files: list[str] | None = None, api=None,
+            max_unpacked_gb: float | None = None, max_ratio: float | None = None, **sample_given) -> dict:
+    """Build data/<comp>/<label>/raw and manifest.json from ``source``; returns the manifest.
+    ``sample_given``: the sample's options (fields of ``Competition.sample.options``; None: the default)."""
+    competition = competitions.get(comp)
+    src = make_source(competition, source, seed=seed, size=size, sample_given=sample_given, files=files, api=api,
+                      force=force)
     out_dir = config.source_dir(comp, source)
-    raw = out_dir / "raw"
-    manifest_path = out_dir / "manifest.json"
-    password = password or os.environ.get(archives.PASSWORD_ENV) or None
-    sample_given = dict(n_train=n_train, n_test=n_test, n_per_class=n_per_class, image_size=image_size)
-    if kind == "sample":
-        options = sample_options(comp, size, seed, **sample_given)
-        params = {"kind": "sample", "generator": mod.GENERATOR_VERSION, **options}
-    else:
-        if any(v is not None for v in sample_given.values()) or size != "default":
-            log.warning("--n-train/--n-test/--n-per-class/--image-size/--size only shape the sample; ignored for %s",
-                        label)
-        if kind == "kaggle":
-            params = {"kind": "kaggle", "competition": config.COMPETITIONS[comp], "files": sorted(files or []) or None}
-        else:
-            params = {"kind": "local", "path": str(path)}
-    if files and kind != "kaggle":
+    raw, manifest_path = out_dir / "raw", out_dir / "manifest.json"
+    if src.kind != "sample" and (any(v is not None for v in sample_given.values()) or size != "default"):
+        flags = "/".join(_sample_flags(competition)) or "the sample options"
+        log.warning("%s only shape the sample; ignored for %s", flags, src.label)
+    if files and src.kind != "kaggle":
         log.warning("--files only applies to --source kaggle; ignored")
+    params = src.params()
     # raw/ itself is a dependency: if anything changed it after the run, the stage is no longer up to date.
-    stage = Stage("data", out_dir, deps=[raw] + ([path] if path else []), params=params,
-                  outs=["raw", "manifest.json"])
+    stage = Stage("data", out_dir, deps=[raw] + src.deps(), params=params, outs=["raw", "manifest.json"])
     if not force and stage.up_to_date():
         manifest = read_json(manifest_path)
         log.info(stage.skip_message())
-        print("\n".join(summary(manifest, mod)))
+        print("\n".join(summary(manifest, competition.raw)))
         return manifest
-    log.info("data %s/%s: %s", comp, label, "forced" if force else stage.why_stale())
-    if kind == "local" and label != f"local-{config.path_slug(source)}":
-        log.info("data/%s/local-%s holds %s: %s gets its own folder, %s (use SOURCE=%s or SOURCE=%s later)",
-                 comp, config.path_slug(source), config.label_owner(f"local-{config.path_slug(source)}"), path,
-                 label, source, label)
+    log.info("data %s/%s: %s", comp, src.label, "forced" if force else stage.why_stale())
+    src.announce(out_dir)
+    env = competition.archive_password_env
+    password = password or (os.environ.get(env) if env else None) or None
 
     out_dir.mkdir(parents=True, exist_ok=True)
     _clean_leftovers(out_dir)
     stage.lock_path.unlink(missing_ok=True)  # from here on the old raw/ no longer counts as complete
     tmp = out_dir / f".raw.tmp-{os.getpid()}"
-    downloads = out_dir / "downloads"
     unpack_limits = archives.limits(None if max_unpacked_gb is None else max_unpacked_gb * 1024**3, max_ratio)
     try:
         unpack_limits.__enter__()
         tmp.mkdir()
-        seen: set[str] = set()
-        checksums = None
-        if kind == "sample":
-            log.info("generating the %s sample: %s", comp, ", ".join(f"{k}={v}" for k, v in options.items()))
-            mod.generate_sample(tmp, **options)
-        elif kind == "kaggle":
-            got = kaggle_io.download(comp, downloads, api=api, files=files, force=force)
-            password = _password(mod, downloads, password)
-            for f in got:
-                seen.add(f.name)
-                if archives.archive_kind(f) is not None:
-                    try:
-                        _unpack_into(f, tmp, password, mod)
-                    except archives.BrokenArchiveError:
-                        f.unlink()  # a truncated download must not be "resumed" as if it were complete
-                        raise StageError(f"{f.name} from Kaggle is broken or truncated; it was deleted: run the "
-                                         f"same command again to download it again") from None
-                elif not archives.is_archive(f):
-                    shutil.copy2(f, tmp / f.name)
-        else:
-            seen = _import_local(path, tmp, mod, _password(mod, path, password))
-        password = _password(mod, tmp, password)
-        try:
-            archives.expand_nested(tmp, password, target_dir=mod.archive_target)
-        except archives.BrokenArchiveError as exc:
-            if kind == "kaggle":
-                shutil.rmtree(downloads, ignore_errors=True)
-                raise StageError(f"an archive inside the Kaggle download is damaged ({exc}); the download was "
-                                 f"deleted: run the same command again to download it again") from None
-            raise StageError(f"an archive inside {source} is damaged: {exc}") from None
-        archives.remove_junk(tmp)
-        _hoist(tmp, mod.MARKER)
-        mod.normalize(tmp)
-        seen |= _names_under(tmp)
-        if kind == "local":
-            _prune(tmp, mod)
-        report = _validate(mod, tmp, comp, source, seen, shown=str(path) if path else _display(raw))
-        file_info = _hash_files(tmp)
-        checksums = _verify_checksums(path, file_info)
-
-        if _same_content(manifest_path, raw, file_info, params):
-            # A fresh copy of the same files (a re-created data folder, a re-downloaded archive) has new
-            # mtimes only: keeping the old raw/ keeps its fingerprint, so the features and the trained
-            # models built from it stay up to date instead of being rebuilt from identical data.
-            log.info("data %s/%s: same files as the last import (sha256 of all %d); raw/ kept as it was", comp,
-                     label, len(file_info))
-        else:
-            old = None
-            if raw.exists():
-                old = out_dir / f".raw.old-{os.getpid()}"
-                os.replace(raw, old)
-            os.replace(tmp, raw)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
+        report, file_info, checksums = _assemble(competition, src, tmp, out_dir, password)
+        _install(tmp, raw, out_dir, manifest_path, file_info, params, comp, src.label)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise StageError(f"disk full while writing {out_dir}: free some space (or set PIPELINES_ROOT to a "
@@ -391,6 +263,58 @@ def acquire(comp: str, source: str, *, force: bool = False, seed: int = config.S
         with contextlib.suppress(OSError):
             out_dir.rmdir()  # only if the failed run left it empty
 
+    manifest = _manifest(competition, src, params, report, file_info, checksums, raw, manifest_path)
+    write_json(manifest_path, manifest)
+    if src.kind == "local":  # how later stages given the same path find this folder (config.source_label)
+        write_json(out_dir / config.SOURCE_FILE, {"label": src.label, "path": str(src.path)})
+    stage.done({"manifest_sha256": sha256_file(manifest_path)})
+    src.finished(out_dir)
+    print("\n".join(summary(manifest, competition.raw)))
+    return manifest
+
+
+def _assemble(comp, src: Source, tmp: Path, out_dir: Path, password: str | None) -> tuple[dict, dict, dict | None]:
+    """The source's files in ``tmp`` in Kaggle's layout, validated: (report, file info, checksums)."""
+    rules = comp.raw
+    seen, password = src.fill(tmp, password, out_dir)
+    password = password_for(rules, tmp, password)
+    try:
+        archives.expand_nested(tmp, password, target_dir=raw_hook(rules, "archive_target"),
+                               password_env=comp.archive_password_env)
+    except archives.BrokenArchiveError as exc:
+        raise src.damaged_nested(exc, out_dir) from None
+    archives.remove_junk(tmp)
+    _hoist(tmp, rules.marker)
+    raw_hook(rules, "normalize")(tmp)
+    seen |= _names_under(tmp)
+    if src.prunes:
+        _prune(tmp, rules)
+    report = _validate(comp, tmp, src.source, seen, shown=src.shown(out_dir / "raw", _display))
+    file_info = _hash_files(tmp)
+    return report, file_info, _verify_checksums(src.path, file_info)
+
+
+def _install(tmp: Path, raw: Path, out_dir: Path, manifest_path: Path, file_info: dict, params: dict, comp: str,
+             label: str) -> None:
+    """Rename the assembled folder to raw/, unless raw/ already holds exactly these files."""
+    if _same_content(manifest_path, raw, file_info, params):
+        # A fresh copy of the same files (a re-created data folder, a re-downloaded archive) has new
+        # mtimes only: keeping the old raw/ keeps its fingerprint, so the features and the trained
+        # models built from it stay up to date instead of being rebuilt from identical data.
+        log.info("data %s/%s: same files as the last import (sha256 of all %d); raw/ kept as it was", comp,
+                 label, len(file_info))
+        return
+    old = None
+    if raw.exists():
+        old = out_dir / f".raw.old-{os.getpid()}"
+        os.replace(raw, old)
+    os.replace(tmp, raw)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _manifest(comp, src: Source, params: dict, report: dict, file_info: dict, checksums: dict | None, raw: Path,
+              manifest_path: Path) -> dict:
     # Identical data re-done (--force on the same sample) keeps its creation time, so manifest.json stays
     # byte-identical and runs that recorded its hash are not reported as trained on other data.
     created = now()
@@ -403,13 +327,13 @@ def acquire(comp: str, source: str, *, force: bool = False, seed: int = config.S
     warnings = list(report.get("warnings", []))
     if checksums and checksums["mismatched"]:
         warnings.append(f"{len(checksums['mismatched'])} file(s) differ from {checksums['file']}")
-    manifest = {
-        "comp": comp,
-        "competition": config.COMPETITIONS[comp],
-        "source": label,
-        "label": label,
-        "source_kind": kind,
-        "source_path": str(path) if path else None,
+    return {
+        "comp": comp.name,
+        "competition": comp.slug,
+        "source": src.label,
+        "label": src.label,
+        "source_kind": src.kind,
+        "source_path": str(src.path) if src.path else None,
         "params": params,
         "created": created,
         "raw_dir": _display(raw),
@@ -421,27 +345,15 @@ def acquire(comp: str, source: str, *, force: bool = False, seed: int = config.S
         **{k: v for k, v in report.items() if k != "warnings"},
         "warnings": warnings,
     }
-    write_json(manifest_path, manifest)
-    if kind == "local":  # how later stages given the same path find this folder (config.source_label)
-        write_json(out_dir / config.SOURCE_FILE, {"label": label, "path": str(path)})
-    stage.done({"manifest_sha256": sha256_file(manifest_path)})
-    if kind == "kaggle":
-        shutil.rmtree(downloads, ignore_errors=True)  # unpacked into raw/; the archives would double the disk use
-    print("\n".join(summary(manifest, mod)))
-    return manifest
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser, comp: str | None = None) -> None:
+    """The stage's options; with ``comp``, also that competition's sample options (none without a sample)."""
+    known = competitions.get(comp) if comp else None
     g = parser.add_argument_group("data stage")
     g.add_argument("--force", action="store_true", help="re-do the stage even if it is up to date")
-    g.add_argument("--size", choices=["default", "kaggle"], default="default",
-                   help="sample size: default (seconds) or kaggle (the competition's sizes)")
-    g.add_argument("--n-train", type=int, help="sample: Quora training pairs (default 4000)")
-    g.add_argument("--n-test", type=int, help="sample: Quora test pairs (default 1500) / cervix test images (30)")
-    g.add_argument("--n-per-class", type=int, help="sample: cervix training images per class (default 40)")
-    g.add_argument("--image-size", type=int, help="sample: cervix image side in pixels (default 192)")
-    g.add_argument("--password", help=f"password of encrypted .7z archives (cervix test_stg2.7z); "
-                                      f"or set {archives.PASSWORD_ENV}")
+    env = known.archive_password_env if known else None
+    g.add_argument("--password", help="password of encrypted .7z archives" + (f"; or set {env}" if env else ""))
     g.add_argument("--max-unpacked-gb", type=float, default=None,
                    help=f"stop when archives would unpack to more than this many GB in all (default "
                         f"{archives.MAX_UNPACKED_BYTES / 1024**3:.0f})")
@@ -451,10 +363,17 @@ def add_arguments(parser) -> None:
     g.add_argument("--files", nargs="+", metavar="NAME",
                    help="kaggle: download only these competition files (e.g. train.7z test.7z "
                         "sample_submission_stg1.csv.zip) instead of everything")
+    if known is not None and known.sample is not None:
+        s = parser.add_argument_group(f"{known.name} sample (--source sample)")
+        s.add_argument("--size", choices=["default", "kaggle"], default="default",
+                       help="sample size: default (seconds) or kaggle (the competition's sizes)")
+        add_options(s, known.sample.options)
 
 
 def main(args) -> int:
-    acquire(args.comp, args.source, force=args.force, seed=args.seed, size=args.size, n_train=args.n_train,
-            n_test=args.n_test, n_per_class=args.n_per_class, image_size=args.image_size, password=args.password,
-            files=args.files, max_unpacked_gb=args.max_unpacked_gb, max_ratio=args.max_ratio)
+    comp = competitions.get(args.comp)
+    given = given_options(args, comp.sample.options) if comp.sample is not None else {}
+    acquire(args.comp, args.source, force=args.force, seed=args.seed, size=getattr(args, "size", "default"),
+            password=args.password, files=args.files, max_unpacked_gb=args.max_unpacked_gb,
+            max_ratio=args.max_ratio, **given)
     return 0

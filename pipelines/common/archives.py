@@ -3,6 +3,9 @@
 Every entry name is checked before anything is written: absolute paths, ``..`` components and links are
 refused (a crafted archive must not write outside its destination). Broken or truncated archives raise
 ``StageError`` with the file's name, never a traceback.
+
+An encrypted .7z needs its password; ``password_env`` (the competition's ``archive_password_env``, e.g. a
+variable named after it; None: it has none) only words the messages, which say where the password goes.
 """
 from __future__ import annotations
 
@@ -26,7 +29,6 @@ from pipelines.common.log import StageError
 
 log = logging.getLogger(__name__)
 
-PASSWORD_ENV = "CERVIX_7Z_PASSWORD"
 _SPLIT_7Z = re.compile(r"\.7z\.0*1$", re.IGNORECASE)
 _SPLIT_7Z_PART = re.compile(r"\.7z\.\d+$", re.IGNORECASE)
 # Metadata some archivers add; never competition data.
@@ -132,7 +134,7 @@ def safe_member(name: str, archive: Path) -> PurePosixPath:
     return rel
 
 
-def list_members(archive: Path, password: str | None = None) -> list[str]:
+def list_members(archive: Path, password: str | None = None, password_env: str | None = None) -> list[str]:
     """Entry names (files only) of an archive, without extracting it."""
     archive = Path(archive)
     kind = archive_kind(archive)
@@ -147,7 +149,7 @@ def list_members(archive: Path, password: str | None = None) -> list[str]:
                 return [f.filename for f in sz.list() if not f.is_directory]
     except Exception as exc:  # noqa: BLE001 - translated to one clear line
         if type(exc).__name__ == "PasswordRequired":
-            raise _password_needed(archive) from None
+            raise _password_needed(archive, password_env) from None
         raise _broken(archive, exc) from exc
     if kind == "gz":
         return [unpacked_name(archive)]
@@ -166,7 +168,7 @@ def _broken(archive: Path, exc: BaseException) -> StageError:
     return BrokenArchiveError(f"{archive.name} is broken or truncated ({reason[:160]}); delete it and download it again")
 
 
-def extract(archive: Path, dest: Path, password: str | None = None) -> list[Path]:
+def extract(archive: Path, dest: Path, password: str | None = None, password_env: str | None = None) -> list[Path]:
     """Unpack ``archive`` into ``dest``; returns the files written (relative to dest).
 
     .gz holds one file: ``x.csv.gz`` becomes ``dest/x.csv``. Encrypted .7z needs ``password``.
@@ -181,9 +183,9 @@ def extract(archive: Path, dest: Path, password: str | None = None) -> list[Path
         if kind == "zip":
             return _extract_zip(archive, dest)
         if kind == "7z":
-            return _extract_7z(archive, dest, password)
+            return _extract_7z(archive, dest, password, password_env)
         if kind == "7z-split":
-            return _extract_split_7z(archive, dest, password)
+            return _extract_split_7z(archive, dest, password, password_env)
         if kind == "gz":
             return _extract_gz(archive, dest)
     except StageError:
@@ -220,13 +222,13 @@ def _extract_zip(archive: Path, dest: Path) -> list[Path]:
     return written
 
 
-def _extract_7z(archive: Path, dest: Path, password: str | None) -> list[Path]:
+def _extract_7z(archive: Path, dest: Path, password: str | None, password_env: str | None = None) -> list[Path]:
     import py7zr
 
     try:
         sz = py7zr.SevenZipFile(archive, password=password)
     except py7zr.exceptions.PasswordRequired:
-        raise _password_needed(archive) from None
+        raise _password_needed(archive, password_env) from None
     with sz:
         entries = sz.list()
         for entry in entries:
@@ -234,7 +236,7 @@ def _extract_7z(archive: Path, dest: Path, password: str | None) -> list[Path]:
             if getattr(entry, "is_symlink", False):
                 raise UnsafeArchiveError(f"{archive.name}: refusing link entry {entry.filename!r}")
         if sz.needs_password() and not password:
-            raise _password_needed(archive)
+            raise _password_needed(archive, password_env)
         files = [e for e in entries if not e.is_directory]
         archive_bytes = archive.stat().st_size
         for entry in files:
@@ -246,21 +248,23 @@ def _extract_7z(archive: Path, dest: Path, password: str | None) -> list[Path]:
         try:
             sz.extractall(path=dest)
         except py7zr.exceptions.PasswordRequired:
-            raise _password_needed(archive) from None
+            raise _password_needed(archive, password_env) from None
         except (lzma.LZMAError, TypeError, py7zr.exceptions.CrcError) as exc:
             if password:
                 raise PasswordError(f"{archive.name}: wrong password or broken archive ({type(exc).__name__}); "
-                                 f"check --password / {PASSWORD_ENV}, or download the file again") from exc
+                                    f"check --password{f' / {password_env}' if password_env else ''}, or download "
+                                    f"the file again") from exc
             raise
     return [Path(safe_member(e.filename, archive)) for e in entries if not e.is_directory]
 
 
-def _password_needed(archive: Path) -> StageError:
-    return PasswordError(f"{archive.name} is password-protected: pass the password with --password or the "
-                      f"{PASSWORD_ENV} environment variable (Kaggle published it on the competition's forum)")
+def _password_needed(archive: Path, password_env: str | None = None) -> StageError:
+    where = f"--password or the {password_env} environment variable" if password_env else "--password"
+    return PasswordError(f"{archive.name} is password-protected: pass the password with {where} (Kaggle published "
+                         f"it on the competition's forum)")
 
 
-def _extract_split_7z(first: Path, dest: Path, password: str | None) -> list[Path]:
+def _extract_split_7z(first: Path, dest: Path, password: str | None, password_env: str | None = None) -> list[Path]:
     """x.7z.001, x.7z.002, ... are byte-split volumes: join them beside ``dest`` and unpack the whole."""
     stem = _SPLIT_7Z_PART.sub("", first.name)
     parts = sorted((p for p in first.parent.iterdir() if p.name.startswith(stem) and _SPLIT_7Z_PART.search(p.name)),
@@ -274,7 +278,7 @@ def _extract_split_7z(first: Path, dest: Path, password: str | None) -> list[Pat
             for part in parts:
                 with open(part, "rb") as f:
                     shutil.copyfileobj(f, out, 1 << 22)
-        return _extract_7z(joined, dest, password)
+        return _extract_7z(joined, dest, password, password_env)
     finally:
         joined.unlink(missing_ok=True)
 
@@ -321,7 +325,7 @@ def remove_junk(root: Path) -> None:
 
 
 def expand_nested(root: Path, password: str | None = None, max_depth: int = 4,
-                  target_dir=None) -> list[str]:
+                  target_dir=None, password_env: str | None = None) -> list[str]:
     """Unpack every archive under ``root`` in place (then delete it), repeating for archives inside
     archives (Kaggle's competition zip holds train.csv.zip). Returns the archives unpacked, relative to root.
 
@@ -338,14 +342,14 @@ def expand_nested(root: Path, password: str | None = None, max_depth: int = 4,
         for archive in pending:
             into = archive.parent
             if target_dir is not None:
-                members = list_members(archive, password) if archive_kind(archive) != "gz" else []
+                members = list_members(archive, password, password_env) if archive_kind(archive) != "gz" else []
                 sub = target_dir(archive, members)
                 if sub:
                     into = archive.parent / sub
             scratch = archive.parent / f".{archive.name}.unpack"
             shutil.rmtree(scratch, ignore_errors=True)
             try:
-                extract(archive, scratch, password)
+                extract(archive, scratch, password, password_env)
                 _merge(scratch, into, archive)
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)

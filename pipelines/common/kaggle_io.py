@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from pipelines import config
+from pipelines import competitions, config
 from pipelines.common.io import write_json
 from pipelines.common.log import StageError
 
@@ -222,7 +222,7 @@ def download(comp: str, dest: Path, api=None, files: list[str] | None = None, fo
 
     Without ``force`` an interrupted download resumes (KaggleApi keeps a ``.kaggle-partial`` marker).
     """
-    slug = config.COMPETITIONS[comp]
+    slug = competitions.get(comp).slug
     dest = Path(dest)
     api = api if api is not None else make_api()  # fails on missing credentials before anything is created
     dest.mkdir(parents=True, exist_ok=True)
@@ -278,7 +278,7 @@ def submit(comp: str, file: Path, message: str, api=None, source: str = "kaggle"
     or none (with a warning, kept in the result). Returns {"status", "public_score", "private_score",
     "ref", ...}; with ``timeout`` 0 it does not wait.
     """
-    slug = config.COMPETITIONS[config.check_comp(comp)]
+    slug = competitions.get(comp).slug
     file = Path(file)
     if not file.is_file():
         raise StageError(f"submission file {file} not found: run `make blend COMP={comp}` first or pass FILE=<path>")
@@ -343,7 +343,7 @@ def _float_or_none(value) -> float | None:
         return None
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser, comp: str | None = None) -> None:
     parser.add_argument("--file", required=True, type=Path, help="submission CSV (e.g. submissions/quora/<name>.csv)")
     parser.add_argument("--message", default="", help="submission description shown on Kaggle")
     parser.add_argument("--poll-seconds", type=float, default=15.0, help="seconds between score checks (default 15)")
