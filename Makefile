@@ -12,7 +12,8 @@ PYTHON_BOOT ?= $(shell command -v python3.11 || command -v python3)
 export KERAS_HOME ?= $(CURDIR)/.keras
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 RUN := $(PY) -m pipelines
-COMPS := quora cervix
+# The competitions, from the registry (pipelines/competitions.py); read when a recipe runs, after setup.
+COMPS = $(shell $(PY) -m pipelines.competitions)
 
 .PHONY: help setup lock data features train blend submit compare all sample-all test bench clean clean-data
 

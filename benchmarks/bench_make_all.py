@@ -12,7 +12,7 @@ import time
 
 from benchmarks.report import update_section
 from benchmarks.shared import use_shared_weights
-from pipelines import config
+from pipelines import competitions, config
 
 STAGES = ("data", "features", "train", "blend", "compare")
 
@@ -36,12 +36,12 @@ def main(argv: list[str]) -> None:
     args = p.parse_args(argv)
     use_shared_weights()  # inherited by the stage processes: cervix MODEL=all adds mobilenet_v2 with local weights
     if not args.keep:
-        for comp in config.COMPETITIONS:
+        for comp in competitions.names():
             for d in (config.source_dir(comp, "sample"), config.models_dir(comp, "sample")):
                 shutil.rmtree(d, ignore_errors=True)
     rows, total = [], 0.0
     load_before = os.getloadavg()[0]
-    for comp in config.COMPETITIONS:
+    for comp in competitions.names():
         for stage in STAGES:
             wall, rss = run_stage(stage, comp)
             total += wall

@@ -43,7 +43,7 @@ def csv_ids(path: Path) -> list[str]:
 @pytest.fixture
 def sample_data(project_dirs, monkeypatch):
     """The built-in sample (whole layout, toy size) through the real data stage; no password given."""
-    monkeypatch.delenv(archives.PASSWORD_ENV, raising=False)
+    monkeypatch.delenv("CERVIX_7Z_PASSWORD", raising=False)
     run("data", *SMALL)
     return config.raw_dir("cervix", "sample")
 
@@ -67,7 +67,7 @@ def test_sample_ships_the_whole_layout_and_the_data_stage_unpacks_it(tmp_path, m
     from pipelines.common.acquire import acquire
 
     monkeypatch.setattr(config, "DATA_DIR", tmp_path / "data")
-    monkeypatch.delenv(archives.PASSWORD_ENV, raising=False)
+    monkeypatch.delenv("CERVIX_7Z_PASSWORD", raising=False)
     manifest = acquire("cervix", str(shipped))
     raw = config.raw_dir("cervix", str(shipped))
     assert len(list((raw / "test_stg2").glob("*.jpg"))) == 5 and not list(raw.glob("*.7z"))

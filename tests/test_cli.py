@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pipelines import __main__ as cli
-from pipelines import config
+from pipelines import competitions
 from pipelines.common.log import StageError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +36,7 @@ def test_help_without_comp_lists_every_stage_and_competition(capsys):
     for stage, line in cli.STAGE_HELP.items():
         assert f"  {stage}" in out and line in out
     assert set(cli.STAGES) == set(cli.STAGE_HELP)
-    assert f"competitions: {', '.join(sorted(config.COMPETITIONS))}" in out
+    assert f"competitions: {', '.join(sorted(competitions.names()))}" in out
     assert "--comp <name> --help" in out and f"{cli.EXIT_STAGE_ERROR} stage error" in out
     assert run(["-h"]) == 0 and run(["--comp", "quora", "--help"]) == 0
 
@@ -102,7 +102,7 @@ def test_a_real_stage_error_exits_3(project_dirs):
 
 def test_every_stage_module_exists_for_every_competition():
     for stage, module in cli.STAGES.items():
-        for comp in config.COMPETITIONS:
+        for comp in competitions.names():
             assert importlib.util.find_spec(module.format(comp=comp)), (stage, comp)
     shared = importlib.util.find_spec("pipelines.common.train") is not None
     assert (cli.STAGES["train"] == "pipelines.common.train") == shared

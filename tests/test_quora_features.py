@@ -361,9 +361,9 @@ def test_pretrained_and_both_vectors_in_the_embedding_matrix(tmp_path):
 
 
 def test_cli_features_stage(project_dirs):
-    from pipelines.__main__ import main
+    from pipelines.__main__ import EXIT_STAGE_ERROR, main
 
-    assert main(["features", "--comp", "quora", "--source", "sample"]) == 2  # no raw data yet: one-line error
+    assert main(["features", "--comp", "quora", "--source", "sample"]) == EXIT_STAGE_ERROR  # no raw data yet: one-line error
     qh.standard_raw(config.raw_dir("quora", "sample"), bad=False)
     rc = main(["features", "--comp", "quora", "--source", "sample", "--n-folds", "3", "--w2v-dim", "8",
                "--w2v-epochs", "1", "--w2v-min-count", "1", "--max-len", "6", "--char-ngrams", "2", "3",

@@ -16,7 +16,7 @@ import pytest
 from compare_helpers import FixedModel
 from data_helpers import project  # noqa: F401
 from pipelines import config
-from pipelines.__main__ import main
+from pipelines.__main__ import EXIT_STAGE_ERROR, main
 from pipelines.common import acquire as acq
 from pipelines.common.io import read_json
 from pipelines.common.log import StageError
@@ -112,7 +112,7 @@ def test_disk_full_outside_the_io_helpers_is_one_line_on_the_cli(project, monkey
     assert main(["data", "--comp", "quora", "--source", "sample", "--n-train", "120", "--n-test", "30"]) == 0
     monkeypatch.setattr(features, "build_features", full)
     capsys.readouterr()
-    assert main(["features", "--comp", "quora", "--source", "sample"]) == 2
+    assert main(["features", "--comp", "quora", "--source", "sample"]) == EXIT_STAGE_ERROR
     err = capsys.readouterr().err
     assert "Traceback" not in err
     errors = [line for line in err.splitlines() if " ERROR " in line]
@@ -146,7 +146,7 @@ def test_blend_refuses_runs_trained_on_other_folds_and_allow_stale_is_recorded(q
     assert any(k.endswith("features.lock.json") for k in record["features"]) and record["allow_stale"] is False
     assert _stage("features", "quora", "sample", "--n-folds", "3", "--w2v-epochs", "1") == 0
     capsys.readouterr()
-    assert _stage("blend", "quora", "sample") == 2  # was: "submission of this blend already written"
+    assert _stage("blend", "quora", "sample") == EXIT_STAGE_ERROR  # was: "submission of this blend already written"
     err = capsys.readouterr().err
     line = next(x for x in err.splitlines() if " ERROR " in x)
     assert "bow_lr" in line and "features.lock.json" in line and "make train COMP=quora SOURCE=sample MODEL=bow_lr" in line
@@ -168,7 +168,7 @@ def test_train_refuses_features_older_than_the_raw_data(quora_blend, capsys):
 
     os.utime(train_csv, ns=(train_csv.stat().st_atime_ns, train_csv.stat().st_mtime_ns + 10**9))
     capsys.readouterr()
-    assert _stage("train", "quora", "sample", "--model", "bow_lr") == 2
+    assert _stage("train", "quora", "sample", "--model", "bow_lr") == EXIT_STAGE_ERROR
     line = next(x for x in capsys.readouterr().err.splitlines() if " ERROR " in x)
     assert "train.csv" in line and "make features COMP=quora SOURCE=sample" in line
 
@@ -179,7 +179,7 @@ def test_a_truncated_cached_feature_file_reruns_its_step_or_is_one_line(quora_bl
     victim.write_bytes(victim.read_bytes()[:100])  # damaged after the stage finished
     capsys.readouterr()
     # train: one line naming the file (was a BadZipFile traceback)
-    assert _stage("train", "quora", "sample", "--model", "bow_lr", "--force") == 2
+    assert _stage("train", "quora", "sample", "--model", "bow_lr", "--force") == EXIT_STAGE_ERROR
     err = capsys.readouterr().err
     assert "Traceback" not in err
     line = next(x for x in err.splitlines() if " ERROR " in x)
@@ -205,8 +205,10 @@ def test_quora_features_force_rebuilds_every_step(quora_blend, capsys):
 
 def test_a_damaged_fold_checkpoint_is_fitted_again(quora_blend, capsys):
     ckpt = config.model_dir("quora", "sample", "bow_lr") / "folds" / "fold_0.npz"
-    # a resumed run re-reads its fold checkpoints; a truncated one is refitted, not a traceback
+    # a resumed run re-reads its fold checkpoints; a truncated one is refitted, not a traceback (the run is left
+    # unfinished: a finished run whose outputs are intact is up to date and reads none of them)
     (ckpt.parent / "fold_1.npz").unlink()
+    (ckpt.parent.parent / "oof.parquet").unlink()
     ckpt.write_bytes(ckpt.read_bytes()[:50])
     capsys.readouterr()
     assert _stage("train", "quora", "sample", "--model", "bow_lr") == 0
@@ -274,7 +276,7 @@ def test_submit_refuses_a_csv_from_stale_runs(project, tmp_path, capsys, monkeyp
     monkeypatch.setattr(kaggle_io, "make_api", lambda: kaggle_io_api)
     assert _stage("features", "quora", "kaggle", "--n-folds", "3", "--w2v-epochs", "1") == 0
     capsys.readouterr()
-    assert _stage("submit", "quora", "kaggle", "--file", str(path), "--timeout", "0") == 2
+    assert _stage("submit", "quora", "kaggle", "--file", str(path), "--timeout", "0") == EXIT_STAGE_ERROR
     line = next(x for x in capsys.readouterr().err.splitlines() if " ERROR " in x)
     assert "stale runs" in line and "bow_lr" in line and "MODEL=bow_lr" in line and "--allow-stale" in line
     assert not api.calls
@@ -345,7 +347,7 @@ def test_missing_test_predictions_are_filled_with_the_train_prior_and_recorded(c
 
 
 def test_strict_refuses_missing_test_predictions(cervix_runs_lacking_two_test_images, capsys):
-    assert _stage("blend", "cervix", "sample", "--strict", "--name", "strict") == 2
+    assert _stage("blend", "cervix", "sample", "--strict", "--name", "strict") == EXIT_STAGE_ERROR
     line = next(x for x in capsys.readouterr().err.splitlines() if " ERROR " in x)
     assert "2 test id(s) have no prediction" in line and "3.jpg" in line and "--strict" in line
     assert not (config.submissions_dir("cervix") / "strict.csv").exists()
@@ -372,14 +374,14 @@ def test_a_high_ratio_zip_entry_is_refused_before_it_is_unpacked(project, tmp_pa
     folder, size = _bomb_like_quora_zip(tmp_path)
     info = zipfile.ZipFile(folder / "quora-question-pairs.zip").getinfo("train.csv")
     assert info.file_size / info.compress_size > 100
-    assert _stage("data", "quora", str(folder)) == 2
+    assert _stage("data", "quora", str(folder)) == EXIT_STAGE_ERROR
     line = next(x for x in capsys.readouterr().err.splitlines() if " ERROR " in x)
     assert "'train.csv'" in line and "ratio" in line and "--max-ratio" in line
     assert not config.source_dir("quora", str(folder)).exists()
     # the limit can be raised; the total can be capped
     assert _stage("data", "quora", str(folder), "--max-ratio", "100000") == 0
     assert _stage("data", "quora", str(folder), "--force", "--max-ratio", "100000", "--max-unpacked-gb",
-                  str(size / 2 / 1024**3)) == 2
+                  str(size / 2 / 1024**3)) == EXIT_STAGE_ERROR
     line = next(x for x in capsys.readouterr().err.splitlines() if " ERROR " in x)
     assert "over the limit" in line and "--max-unpacked-gb" in line
 
@@ -394,7 +396,7 @@ def _one_error(capsys) -> str:
 def test_messages_name_the_users_path_not_the_temp_folder(project, tmp_path, capsys):
     folder = _quora_folder(tmp_path / "mine", seed=1)
     (folder / "train.csv").unlink()
-    assert _stage("data", "quora", str(folder)) == 2
+    assert _stage("data", "quora", str(folder)) == EXIT_STAGE_ERROR
     line = _one_error(capsys)
     assert ".raw.tmp-" not in line and str(folder.resolve()) in line
 
@@ -405,7 +407,7 @@ def test_labels_written_as_floats_are_named(project, tmp_path, capsys):
     train["is_duplicate"] = train["is_duplicate"].astype(float)
     train.to_csv(folder / "train.csv", index=False)
     assert "1.0" in (folder / "train.csv").read_text()
-    assert _stage("data", "quora", str(folder)) == 2
+    assert _stage("data", "quora", str(folder)) == EXIT_STAGE_ERROR
     line = _one_error(capsys)
     assert "is_duplicate" in line and "line 2" in line and "1 and 0, not 1.0 and 0.0" in line and "[]" not in line
 
@@ -414,7 +416,7 @@ def test_a_single_class_train_file_is_named_not_a_fold_count(project, tmp_path, 
     folder = _quora_folder(tmp_path / "one-class", seed=1)
     train = pd.read_csv(folder / "train.csv", keep_default_na=False)
     train.assign(is_duplicate=0).to_csv(folder / "train.csv", index=False)
-    assert _stage("data", "quora", str(folder)) == 2
+    assert _stage("data", "quora", str(folder)) == EXIT_STAGE_ERROR
     line = _one_error(capsys)
     assert "is_duplicate=0" in line and "both" in line and "--n-folds" not in line
 

@@ -84,8 +84,9 @@ def as_task(task: Task | str, class_names: Sequence[str] | None = None) -> Task:
 
 def score(task: Task | str, y_true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     """The task's metrics (log loss, accuracy, binary ROC AUC) of ``pred``."""
-    if not isinstance(task, Task):  # a kind alone: the columns do not matter for the metrics
-        task = Task(kind=task, id_column=ID, pred_columns=("p",) if task == "binary" else ("p0", "p1"))
+    if not isinstance(task, Task):  # a kind alone: only the number of classes matters for the metrics
+        columns = ["p"] if task == "binary" else [f"p{k}" for k in range(np.shape(pred)[1])]
+        task = Task(kind=task, id_column=ID, pred_columns=tuple(columns))
     return task.score(y_true, pred)
 
 
