@@ -11,12 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import config
-from pipelines.cervix import features, submission, train
+from pipelines import competitions, config
+from pipelines.cervix import features, submission
+from pipelines.common import train
 from pipelines.cervix.models import augment
 from pipelines.common.io import read_json
 from pipelines.common.log import StageError
 from cervix_helpers import CLASSES, make_raw, raw_dir, tiny_images, train_args
+from conftest import SHARED_WEIGHTS
 
 UNIFORM_LOG_LOSS = float(np.log(3))
 
@@ -172,7 +174,7 @@ def test_keras_applications_from_scratch(arch, tmp_path):
 
 
 def test_mobilenet_v2_with_the_real_imagenet_file(tmp_path):
-    path = config.SHARED_WEIGHTS / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+    path = SHARED_WEIGHTS / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
     if not path.exists():
         pytest.skip(f"{path} is absent")
     import h5py
@@ -300,27 +302,34 @@ def test_network_predictions_use_tta(tmp_path):
 # ----------------------------------------------------------------------------------- MODEL=all set
 
 
-def test_model_all_selection(tmp_path, monkeypatch):
-    monkeypatch.setattr(config, "SHARED_WEIGHTS", tmp_path / "weights")
+def test_model_all_selection(tmp_path, monkeypatch, project_dirs):
+    monkeypatch.setattr(config, "WEIGHTS_DIR", tmp_path / "weights")
     monkeypatch.setattr(cnn, "keras_cache_dirs", lambda: [tmp_path / "cache"])
+    cervix = competitions.get("cervix")
     args = train_args("sample", "--model", "all")
-    assert [m for m, _ in train.models_to_train(args, 128)] == ["bow_svm", "small_cnn"]
+    assert cervix.model_names_for_all(train.run_context(args, cervix)) == ["bow_svm", "small_cnn"]
     (tmp_path / "weights").mkdir()
     weights = tmp_path / "weights" / cnn.imagenet_file_name("mobilenet_v2", 224, 0.35)
     weights.write_bytes(b"x")
-    chosen = dict(train.models_to_train(args, 128))
-    assert list(chosen) == ["bow_svm", "small_cnn", "mobilenet_v2"] and chosen["mobilenet_v2"] == str(weights)
-    assert dict(train.models_to_train(train_args("sample", "--model", "vgg16"), 64)) == {"vgg16": "imagenet"}
-    assert train.MODELS[:3] == ("bow_svm", "small_cnn", "cnn_features") and {"mobilenet_v2", "vgg16", "resnet50"} <= set(train.MODELS)
+    assert cervix.model_names_for_all(train.run_context(args, cervix)) == ["bow_svm", "small_cnn", "mobilenet_v2"]
+    assert cnn.local_weights("mobilenet_v2", 128) == str(weights)  # the 224-px file serves any size
+    assert cnn.local_weights("vgg16", 64) is None  # the builder then asks for imagenet (a download)
+    names = cervix.models.names()
+    assert names[:3] == ["bow_svm", "small_cnn", "cnn_features"] and {"mobilenet_v2", "vgg16", "resnet50"} <= set(names)
 
 
 def test_sample_default_epochs(monkeypatch):
-    opts = train.net_options(train_args("sample", "--model", "small_cnn"), "small_cnn", None)
-    assert opts.epochs == train.SAMPLE_EPOCHS and opts.weights == "none"
-    opts = train.net_options(train_args("kaggle", "--model", "small_cnn"), "small_cnn", None)
-    assert opts.epochs == train.DEFAULT_EPOCHS["small_cnn"]
+    cervix = competitions.get("cervix")
+
+    def options(source, *argv):
+        args = train_args(source, "--model", "small_cnn", *argv)
+        return train.model_options(cervix, "small_cnn", args, train.run_context(args, cervix))[1]
+
+    assert options("sample").epochs == 6 and options("sample").batch_size == 16  # the sample's profile
+    assert options("kaggle").epochs == 25 and options("kaggle").batch_size == 32  # small_cnn's own default
+    assert options("sample", "--epochs", "2").epochs == 2
     with pytest.raises(StageError, match="--tta"):
-        train.net_options(train_args("sample", "--tta", "9"), "small_cnn", None)
+        cnn.check_tta(options("sample", "--tta", "9").tta)
 
 
 # ------------------------------------------------------------------------------------- submission

@@ -8,8 +8,10 @@ import logging
 import numpy as np
 import pytest
 
-from pipelines import config
-from pipelines.cervix import features, train
+from pipelines import competitions, config
+from pipelines.cervix import features
+from pipelines.cervix.competition import model_image_size
+from pipelines.common import train
 from pipelines.common.io import read_json
 from pipelines.common.log import StageError
 from cervix_helpers import make_raw, raw_dir, tiny_images, train_args
@@ -62,14 +64,15 @@ def test_a_size_goes_stale_with_its_primary(project_dirs):
 
 def test_models_pick_their_native_size(project_dirs, caplog):
     sizes = [128, 224]
-    assert train.model_image_size(train_args("kaggle", "--model", "mobilenet_v2"), "mobilenet_v2", sizes) == 224
-    assert train.model_image_size(train_args("kaggle", "--model", "small_cnn"), "small_cnn", sizes) == 128
-    assert train.model_image_size(train_args("sample", "--model", "mobilenet_v2"), "mobilenet_v2", sizes) == 128
-    args = train_args("kaggle", "--model", "cnn_features", "--backbone", "inception_v3")
+    assert model_image_size("mobilenet_v2", "mobilenet_v2", None, "kaggle", sizes) == 224
+    assert model_image_size("small_cnn", "small_cnn", None, "kaggle", sizes) == 128
+    assert model_image_size("mobilenet_v2", "mobilenet_v2", None, "sample", sizes) == 128
     with caplog.at_level(logging.WARNING):
-        assert train.model_image_size(args, "cnn_features", sizes) == 128
+        assert model_image_size("cnn_features", "inception_v3", None, "kaggle", sizes) == 128
     assert "no 299-px tensors" in caplog.text and "--image-size 128 224 299" in caplog.text
-    assert train.model_image_size(train_args("sample", "--image-size", "160"), "mobilenet_v2", sizes) == 160
+    assert model_image_size("mobilenet_v2", "mobilenet_v2", 160, "sample", sizes) == 160
+    args = train_args("sample", "--image-size", "160")  # --image-size is the competition's own train option
+    assert train.run_context(args).train_options.image_size == 160
 
 
 # ------------------------------------------------------------------------------------ backbones
@@ -91,7 +94,7 @@ def test_every_backbone_builds_small_with_weights_none(name):
 def test_offline_message_for_every_backbone(name, tmp_path, monkeypatch):
     monkeypatch.setattr(cnn, "keras_cache_dirs", lambda: [tmp_path / "models"])
     monkeypatch.setattr(cnn, "NETWORK_PROBE", lambda: False)
-    monkeypatch.setattr(config, "SHARED_WEIGHTS", tmp_path / "none")
+    monkeypatch.setattr(config, "WEIGHTS_DIR", None)
     with pytest.raises(StageError) as err:
         cnn.resolve_weights(name, "imagenet", 224)
     message = str(err.value)
@@ -107,7 +110,7 @@ def test_weights_file_names_are_keras_own():
     assert names["inception_v3"] == "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
     assert names["efficientnet_b0"] == "efficientnetb0_notop.h5"
     assert backbones.BACKBONES["mobilenet"].file_name(160) == "mobilenet_2_5_160_tf_no_top.h5"
-    assert set(train.MODELS) >= set(backbones.BACKBONES) | {"cnn_features"}
+    assert set(competitions.get("cervix").models.names()) >= set(backbones.BACKBONES) | {"cnn_features"}
 
 
 # ----------------------------------------------------------------------------- fine-tuning recipe

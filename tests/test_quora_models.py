@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 
 from pipelines import config
-from pipelines.__main__ import base_parser
+from pipelines import competitions
+from pipelines.common import train
 from pipelines.common.cv import run_cv
 from pipelines.common.log import StageError
-from pipelines.quora import train
 from quora_model_helpers import interrupt_siamese_after_first_epoch, write_fake_features
 
 PRIOR_LOG_LOSS = 0.66  # log loss of predicting the positive rate (~0.37 with the label noise)
@@ -23,9 +23,7 @@ NN_OPTS = ["--epochs", "1", "--units", "4", "--dense", "4", "--batch-size", "128
 
 
 def train_args(*argv: str) -> argparse.Namespace:
-    parser = base_parser(add_help=False)
-    train.add_arguments(parser)
-    return parser.parse_args(["train", "--comp", "quora", "--source", "sample", *argv])
+    return train.parse_args("quora", ["--source", "sample", *argv])
 
 
 @pytest.fixture
@@ -48,8 +46,8 @@ def test_missing_features_is_a_stage_error(project_dirs):
         train.main(train_args("--model", "lgbm"))
 
 
-def test_models_tuple_matches_the_cli():
-    assert train.MODELS == ("bow_svm", "bow_lr", "lgbm", "siamese_lstm", "siamese_gru")
+def test_the_registry_lists_the_models_in_order():
+    assert competitions.get("quora").models.names() == ["bow_svm", "bow_lr", "lgbm", "siamese_lstm", "siamese_gru"]
 
 
 @pytest.mark.parametrize("model, saved", [("bow_svm", "model.pkl"), ("bow_lr", "model.pkl"), ("lgbm", "model.txt")])
@@ -85,12 +83,13 @@ def test_changed_features_restart_the_folds(features, caplog):
 
 
 def test_model_all_trains_every_model_in_order(nn_features, caplog):
-    with caplog.at_level(logging.INFO, logger="pipelines.quora.train"):
+    with caplog.at_level(logging.INFO, logger="pipelines"):
         assert train.main(train_args("--model", "all", *NN_OPTS)) == 0
-    messages = [r.getMessage() for r in caplog.records if r.name == "pipelines.quora.train"]
+    messages = [r.getMessage() for r in caplog.records if r.name in ("pipelines.common.train", "pipelines.common.cv")]
     started = [m.split()[1] for m in messages if m.startswith("training ")]
-    assert started == list(train.MODELS)
-    for name in train.MODELS:
+    names = competitions.get("quora").models.names()
+    assert started == names
+    for name in names:
         assert any(m.startswith(f"{name}: CV log loss ") for m in messages)
         oof = _oof(name)
         assert len(oof) == 240 and oof["is_duplicate"].between(0, 1).all()
@@ -204,15 +203,14 @@ def test_siamese_is_order_free(nn_features, tmp_path):
 
 
 def test_siamese_uses_the_pair_features_unless_told_not_to():
-    from pipelines.__main__ import base_parser
-    from pipelines.quora import train
+    quora = competitions.get("quora")
 
-    parser = base_parser(add_help=False)
-    train.add_arguments(parser)
-    base = ["train", "--comp", "quora", "--source", "sample", "--model", "siamese_gru"]
-    assert parser.parse_args(base).with_features is True
-    assert parser.parse_args([*base, "--with-features"]).with_features is True
-    assert parser.parse_args([*base, "--no-features"]).with_features is False
+    def with_features(*argv):
+        args = train_args("--model", "siamese_gru", *argv)
+        return train.model_options(quora, "siamese_gru", args, train.run_context(args, quora))[1].with_features
+
+    assert with_features() is True and with_features("--with-features") is True
+    assert with_features("--no-features") is False
 
 
 def test_lgbm_without_early_stopping_runs_every_round(features):

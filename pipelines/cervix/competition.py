@@ -90,8 +90,8 @@ def default_models(ctx) -> list[str]:
     weights = getattr(args, "weights", None)
     if weights is None:
         asked = ctx.train_options.image_size if ctx.train_options else None
-        size = model_image_size(PRETRAINED_BY_DEFAULT, PRETRAINED_BY_DEFAULT, asked, ctx.source_label,
-                                built_sizes(ctx.source))
+        sizes = built_sizes(ctx.source) or [BACKBONES[PRETRAINED_BY_DEFAULT].native_size]  # no features yet
+        size = model_image_size(PRETRAINED_BY_DEFAULT, PRETRAINED_BY_DEFAULT, asked, ctx.source_label, sizes)
         weights = cnn.local_weights(PRETRAINED_BY_DEFAULT, size, getattr(args, "alpha", None))
     if weights:
         chosen.append(PRETRAINED_BY_DEFAULT)

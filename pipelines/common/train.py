@@ -96,7 +96,7 @@ def train_model(comp, name: str, args: argparse.Namespace, ctx: RunContext | Non
     if not args.no_resume and stage.up_to_date():
         log.info("%s: up to date (%s): options, seed and features unchanged since its finished run; nothing to do "
                  "(--force refits it)", run, out_dir)
-        return {"complete": True, "skipped": True, **load_metrics(out_dir)}
+        return {"complete": True, "skipped": True, **load_metrics(out_dir), "run": run}
     if data.description:
         log.info("%s: %s -> %s", run, data.description, out_dir)
     model = spec.builder()(data, options, ctx)
@@ -107,19 +107,26 @@ def train_model(comp, name: str, args: argparse.Namespace, ctx: RunContext | Non
                     inputs=inputs, resume=not args.no_resume, fit_exclude=data.fit_exclude)
     if result.get("complete"):
         stage.done()
-    return result
+    return {**result, "run": run}
 
 
 def main(args: argparse.Namespace) -> int:
+    train_models(args)
+    return 0
+
+
+def train_models(args: argparse.Namespace) -> dict[str, dict]:
+    """Train ``--model`` (or the competition's default set); {run name: its metrics, or the unfinished state}."""
     comp = competitions.get(args.comp)
     ctx = run_context(args, comp)
     names = comp.model_names_for_all(ctx) if args.model == "all" else [args.model]
     results = {}
     for i, name in enumerate(names, 1):
         log.info("training %s (%d of %d) on %s/%s", name, i, len(names), comp.name, ctx.source_label)
-        results[name] = train_model(comp, name, args, ctx)
+        result = train_model(comp, name, args, ctx)
+        results[result["run"]] = result
     done = {n: r for n, r in results.items() if r.get("complete")}
     if len(done) > 1:
         log.info("%s/%s CV log loss: %s", comp.name, ctx.source_label,
                  ", ".join(f"{n} {r['log_loss']:.5f}" for n, r in done.items()))
-    return 0
+    return results
