@@ -64,6 +64,7 @@ from tqdm import tqdm
 
 from pipelines import config
 from pipelines.cervix import data as cervix_data
+from pipelines.cervix.data import CLASSES, IMAGE_EXTENSIONS
 from pipelines.cervix.crop import find_cervix_box
 from pipelines.common.cv import make_folds
 from pipelines.common.io import atomic_path, read_json, save_npy, write_json
@@ -72,8 +73,7 @@ from pipelines.common.stage import Stage, check_current
 
 log = logging.getLogger(__name__)
 
-CLASS_NAMES = ["Type_1", "Type_2", "Type_3"]
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png"}
+CLASS_NAMES = list(CLASSES)  # label k is CLASS_NAMES[k] (the data stage's class folders, in order)
 DEFAULT_IMAGE_SIZE = 128
 # The sizes the default model set needs: 128 px for bow_svm and small_cnn, 224 px (the ImageNet
 # resolution) for the pretrained backbones (``make train MODEL=all``).

@@ -55,6 +55,7 @@ from pipelines.common.io import atomic_path, save_npy, save_sparse, write_json, 
 from pipelines.common.log import StageError
 from pipelines.common.stage import Stage
 from pipelines.quora import embeddings, graph, pair_features, text
+from pipelines.quora.data import TEST_COLUMNS, TRAIN_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,6 @@ DEFAULTS: dict[str, Any] = {
     # LSA of the word and char TF-IDF (pair_features.lsa_pair_features): SVD fitted on a seeded sample
     "lsa": {"n_components": 100, "detail_components": 20, "max_fit_questions": 200_000},
 }
-TRAIN_COLUMNS = ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"]
-TEST_COLUMNS = ["test_id", "question1", "question2"]
 PARTS = ("train", "test")
 SEQ_OUTS = [f"seq_{q}_{p}.npy" for p in PARTS for q in ("q1", "q2")]
 TFIDF_OUTS = [f"tfidf_{k}_{q}_{p}.npz" for k in ("word", "char") for p in PARTS for q in ("q1", "q2")]

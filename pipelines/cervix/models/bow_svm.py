@@ -269,7 +269,7 @@ class BowSvmModel:
         svm = SVC(kernel="rbf", C=self.opts.svm_c, gamma="scale", probability=True, random_state=seed)
         with warnings.catch_warnings():
             # scikit-learn 1.9 deprecates probability=True (removal in 1.11, the pin is 1.9.1); its
-            # suggested CalibratedClassifierCV(SVC()) replacement scored worse here (0.96 vs 0.94).
+            # suggested CalibratedClassifierCV(SVC()) replacement scored worse here.
             warnings.filterwarnings("ignore", message=".*probability.*", category=FutureWarning)
             fitted.svm = svm.fit(fitted.scaler.transform(x), self.y[train_idx])
         return fitted

@@ -70,7 +70,7 @@ class FeatureOptions:
 
 def single_threaded_blas():
     """BLAS on one thread for the small solves of the heads: with TensorFlow's thread pools in the
-    process, a multi-threaded BLAS makes a 1,200 x 1,280 logistic regression ~30x slower."""
+    process, a multi-threaded BLAS makes a small logistic regression many times slower."""
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(1, user_api="blas")

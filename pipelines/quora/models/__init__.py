@@ -84,7 +84,7 @@ class QuoraFeatures:
         """The pair features as one float32 (n, k) array (``columns``, in that order; default all).
 
         Filled column by column from the Arrow table: the data is held twice at most, where the
-        DataFrame route (read, select, convert) held it four times: 7 GB for Kaggle's test set.
+        DataFrame route (read, select, convert) held it four times.
         """
         table = self.pair_feature_table(part, columns)
         out = np.empty((table.num_rows, table.num_columns), dtype=np.float32)

@@ -11,12 +11,10 @@ rate with early stopping picks the number of trees, and ``min_data_in_leaf`` gro
 Besides the pair features, the trees get the 2,000 most used columns (``--lgbm-bow-columns``; 0
 for the pair features alone) of the word TF-IDF pair blocks |q1 - q2| and q1 * q2 (sparse), so they
 can also split on which words differ or are shared; the columns are picked by how many train pairs
-use them (no labels involved). On the 11,587 real pairs this takes the CV log loss from 0.433
-(pair features alone) to 0.405, for about 4x the fit time.
+use them (no labels involved).
 
 Threads: ``config.n_workers()``, but one thread per 20,000 train rows at most: on small data
-LightGBM's OpenMP threads cost more than they gain (on the shared 2-core dev machine, 2 threads
-made a 300-row fit 15 times slower than 1). The count is recorded in the parameters because the
+LightGBM's OpenMP threads cost more than they gain. The count is recorded in the parameters because the
 floating-point summation order, hence the last digits of the model, depend on it.
 
 Device: ``--lgbm-device cpu`` (default) or ``gpu`` (LightGBM's OpenCL GPU learner,
@@ -121,7 +119,7 @@ class LgbmModel:
         """The design matrix of ``part`` in blocks of DESIGN_ROWS rows: (row slice, matrix) pairs.
 
         Built block by block because the whole test set at Kaggle size (2.3M rows) as one sparse
-        matrix, and the temporaries of stacking it, took 17 GB; a block holds 200k rows.
+        matrix, and the temporaries of stacking it, do not fit in memory at Kaggle's size; a block holds 200k rows.
         """
         import scipy.sparse as sp
 
