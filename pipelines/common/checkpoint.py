@@ -5,11 +5,13 @@ Writing after every epoch made the pipeline's fit measurably slower than a plain
 when epochs are short (ResNet50 from scratch on 205 images: ~5 s to save, 9% of a 55 s epoch;
 a Siamese epoch on the 9k real pairs: 7 s). With a clock the cost is bounded by the interval,
 whatever the epoch length, and an interrupted fold loses at most the interval plus one epoch.
-Both the cervix networks and the Siamese networks use it; ``interval_s=0`` writes every epoch.
+``interval_s=0`` writes every epoch.
 
-A callback calls ``epoch_finished(epoch)`` at the end of every epoch and writes when it returns
-True; in ``on_train_end`` it writes ``pending`` (the last finished epoch no write has covered),
-if any; every write ends with ``written()``.
+The building blocks of the resumable Keras fit loop (pipelines/common/keras_fit.py, which every Keras
+network trains through): its callback calls ``epoch_finished(epoch)`` at the end of every epoch and
+writes when it returns True; in ``on_train_end`` it writes ``pending`` (the last finished epoch no
+write has covered), if any; every write ends with ``written()``. Below: the training batches of each
+epoch and the layers' random generators, which make a resumed fit equal an uninterrupted one.
 """
 from __future__ import annotations
 
