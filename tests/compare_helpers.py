@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines import config
+from pipelines import competitions, config
 from pipelines.common.cv import make_folds, run_cv
 from pipelines.common.io import read_json, write_json
 from pipelines.common.records import input_fingerprints
 
 CLASS_NAMES = {"quora": ["is_duplicate"], "cervix": ["Type_1", "Type_2", "Type_3"]}
-TASKS = {"quora": "binary", "cervix": "multiclass"}
 
 
 class FixedModel:
@@ -116,7 +115,7 @@ def train_fake(comp: str, source: str, model, y: np.ndarray, inputs_paths=(), n_
     folds = make_folds(y, config.N_FOLDS, seed)
     return run_cv(model, comp=comp, source=source, out_dir=config.model_dir(comp, source, model.name), y=y,
                   folds=folds, train_ids=np.arange(len(y)), test_ids=np.arange(n_test) if n_test else None,
-                  task=TASKS[comp], class_names=CLASS_NAMES[comp], seed=seed,
+                  task=competitions.get(comp).task, seed=seed,
                   inputs=input_fingerprints(inputs_paths), progress=False)
 
 

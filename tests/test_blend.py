@@ -7,18 +7,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import config
+from pipelines import competitions, config
+from pipelines.__main__ import EXIT_STAGE_ERROR
 from pipelines.__main__ import main as cli
 from pipelines.common import blend
 from pipelines.common.cv import make_folds, run_cv, score
 from pipelines.common.io import save_npy
 from pipelines.common.log import StageError
 from pipelines.common.submission import validate_submission_file
+from pipelines.common.task import Task
 from compare_helpers import FixedModel
 from quora_model_helpers import write_fake_raw
 
 N, N_TEST = 600, 40
 CLASSES = ["Type_1", "Type_2", "Type_3"]
+BINARY = Task(kind="binary", id_column="test_id", pred_columns=("is_duplicate",))
 
 
 def sigmoid(z):
@@ -66,8 +69,8 @@ def binary_setup(project_dirs):
 def test_weights_pick_the_truthful_model():
     rng = np.random.default_rng(1)
     y = (rng.random(2000) < 0.4).astype(int)
-    P = np.stack([blend.as_class_probs(binary_predictions(y, rng, 2.5)),
-                  blend.as_class_probs(rng.uniform(0.01, 0.99, len(y)))])
+    P = np.stack([BINARY.as_class_probs(binary_predictions(y, rng, 2.5)),
+                  BINARY.as_class_probs(rng.uniform(0.01, 0.99, len(y)))])
     w = blend.fit_weights(P, y)
     assert w.sum() == pytest.approx(1.0) and (w >= 0).all()
     assert w[0] > 0.95
@@ -86,8 +89,8 @@ def test_cross_fitted_score_is_honest():
     rng = np.random.default_rng(2)
     y = (rng.random(150) < 0.4).astype(int)
     folds = make_folds(y, 5, seed=3)
-    noise = np.stack([blend.as_class_probs(rng.uniform(0.05, 0.95, len(y))) for _ in range(25)])
-    data = {"names": [f"m{i}" for i in range(25)], "y": y, "folds": folds, "classes": ["is_duplicate"],
+    noise = np.stack([BINARY.as_class_probs(rng.uniform(0.05, 0.95, len(y))) for _ in range(25)])
+    data = {"names": [f"m{i}" for i in range(25)], "y": y, "folds": folds, "task": BINARY,
             "oof": noise, "test": noise[:, :10]}
     result = blend.blend_runs(data, "weights")
     assert result["metrics"]["in_sample_log_loss"] < result["metrics"]["log_loss"]
@@ -158,14 +161,15 @@ def test_stack_method_and_model_subset(binary_setup):
 def test_runs_on_other_folds_or_rows_are_refused(binary_setup):
     y, folds, runs = binary_setup
     write_runs("quora", {"shifted": runs["good"]}, y, make_folds(y, 5, seed=7))
+    task = competitions.get("quora").task
     with pytest.raises(StageError, match="other folds"):
-        blend.load_runs(blend.finished_runs(config.models_dir("quora", "sample")))
-    assert cli(["blend", "--comp", "quora", "--source", "sample"]) == 2  # one line, no traceback
+        blend.load_runs(blend.finished_runs(config.models_dir("quora", "sample")), task)
+    assert cli(["blend", "--comp", "quora", "--source", "sample"]) == EXIT_STAGE_ERROR  # one line, no traceback
     bad_test = config.model_dir("quora", "sample", "shifted")
     write_runs("quora", {"shifted": runs["good"]}, y, folds, test_ids=np.arange(1000, 1000 + N_TEST))
     assert (bad_test / "oof.parquet").exists()
     with pytest.raises(StageError, match="different test rows"):
-        blend.load_runs(blend.finished_runs(config.models_dir("quora", "sample")))
+        blend.load_runs(blend.finished_runs(config.models_dir("quora", "sample")), task)
 
 
 def test_no_models_is_a_stage_error(project_dirs):
@@ -177,7 +181,7 @@ def blend_args(comp, *argv):
     from pipelines.__main__ import base_parser
 
     parser = base_parser(add_help=False)
-    blend.add_arguments(parser)
+    blend.add_arguments(parser, comp)
     return parser.parse_args(["blend", "--comp", comp, "--source", "sample", *argv])
 
 
@@ -198,8 +202,7 @@ def test_multiclass_blend(project_dirs):
         test = pd.read_parquet(out / "test.parquet")
         assert list(test.columns) == ["id", *CLASSES] and np.allclose(test[CLASSES].sum(axis=1), 1.0)
         assert test["id"].tolist() == list(test_ids)
-    assert blend.fit_weights(np.stack([blend.as_class_probs(p) for p in (runs["cnn"][0], runs["noise"][0])]),
-                             y)[0] > 0.9
+    assert blend.fit_weights(np.stack([runs["cnn"][0], runs["noise"][0]]), y)[0] > 0.9
 
 
 def test_cervix_blend_writes_a_valid_submission(project_dirs):
@@ -219,3 +222,29 @@ def test_cervix_blend_writes_a_valid_submission(project_dirs):
     path = config.submissions_dir("cervix") / "cervix-test.csv"
     validate_submission_file("cervix", path, "sample")
     assert np.allclose(pd.read_csv(path)[CLASSES].sum(axis=1), 1.0)
+
+
+def test_blend_options_are_the_given_competitions_own(capsys):
+    import argparse
+
+    def flags(comp=None):
+        parser = argparse.ArgumentParser()
+        blend.add_arguments(parser, comp)
+        return {opt for action in parser._actions for opt in action.option_strings}
+
+    assert "--test-positive-rate" in flags("quora") and "--cervix-min-prob" not in flags("quora")
+    assert "--cervix-min-prob" in flags("cervix") and "--test-positive-rate" not in flags("cervix")
+    assert not flags() & {"--test-positive-rate", "--no-prior-correction", "--cervix-min-prob"}
+    assert {"--method", "--models", "--strict", "--allow-stale"} <= flags()
+    with pytest.raises(SystemExit):
+        cli(["blend", "--comp", "quora", "--help"])
+    out = capsys.readouterr().out
+    assert "--test-positive-rate" in out and "--cervix" not in out and "cervix submission" not in out
+
+
+def test_a_run_predicting_other_columns_is_refused(binary_setup):
+    y, folds, runs = binary_setup
+    write_runs("quora", {"renamed": runs["good"]}, y, folds, classes=("p_duplicate",))
+    with pytest.raises(StageError, match=r"renamed predicts columns \['p_duplicate'\] but the task's are "
+                                         r"\['is_duplicate'\]"):
+        blend.load_runs(blend.finished_runs(config.models_dir("quora", "sample")), competitions.get("quora").task)

@@ -11,7 +11,8 @@ import shutil
 import numpy as np
 import pytest
 
-from pipelines import config
+from pipelines import competitions, config
+from pipelines.__main__ import EXIT_STAGE_ERROR
 from pipelines.common import compare, io
 from pipelines.common.cv import load_predictions, make_folds, run_cv
 from pipelines.common.io import read_json, write_json
@@ -121,15 +122,25 @@ def test_missing_blend_is_named_with_the_blend_command(project, fake_projects):
     assert report["missing"] == [{"model": "blend", "command": "make blend COMP=cervix SOURCE=sample"}]
 
 
-def test_unknown_expectations_are_said_not_guessed(quora_models, monkeypatch, caplog):
-    def broken_import(name):
-        raise ImportError(f"No module named {name!r}")
+def test_expected_models_are_the_competitions_registry():
+    for comp in ("quora", "cervix"):
+        assert compare.expected_models(comp) == tuple(competitions.get(comp).models.names())
+    assert {"bow_svm", "bow_lr", "lgbm", "siamese_lstm", "siamese_gru"} == set(compare.expected_models("quora"))
 
-    monkeypatch.setattr(compare.importlib, "import_module", broken_import)
+
+def test_unknown_expectations_are_said_not_guessed(quora_models, monkeypatch, caplog):
+    import dataclasses
+
+    class BrokenRegistry:
+        def names(self):
+            raise ImportError("No module named 'pipelines.quora.models.gone'")
+
+    quora = dataclasses.replace(competitions.get("quora"), models=BrokenRegistry())
+    monkeypatch.setitem(competitions._loaded, "quora", quora)
     with caplog.at_level(logging.WARNING):
         expected = compare.expected_models("quora")
     assert expected is None
-    assert "pipelines.quora.train.MODELS" in caplog.text
+    assert "could not read the expected model list of quora (its model registry: ImportError" in caplog.text
     report = compare.compare("quora", "sample", expected, with_figures=False)
     assert report["missing"] == []  # only the blend would be expected, and it is trained
     assert "could not be read" in compare.render_text(report)
@@ -176,7 +187,7 @@ def test_blend_older_than_a_retrained_model_is_stale(cervix_models):
     assert blend["stale"]
     assert len(blend["stale_reasons"]) == 1
     assert blend["stale_reasons"][0].startswith("re-trained after the blend (")
-    assert blend["stale_reasons"][0].endswith(f"): nn ({compare._short_time(later)})")
+    assert blend["stale_reasons"][0].endswith(f"): nn ({compare.short_time(later)})")
     assert blend["command"] == "make blend COMP=cervix SOURCE=sample"
 
 
@@ -229,7 +240,7 @@ def test_cervix_figures_and_confusion_counts(cervix_models):
     for name in report["figures"]:
         assert (out / name).read_bytes().startswith(PNG_MAGIC) and (out / name).stat().st_size > 5000
     oof, _ = load_predictions(config.model_dir("cervix", "sample", "strong"))
-    panel = compare.confusion_panel("strong", oof, CLASS_NAMES["cervix"])
+    panel = compare.confusion_panel("strong", oof, competitions.get("cervix").task)
     cm = panel["matrix"]
     assert cm.sum() == len(cervix_models["y"])
     assert list(cm.sum(axis=1)) == list(np.bincount(cervix_models["y"], minlength=3))
@@ -239,7 +250,7 @@ def test_cervix_figures_and_confusion_counts(cervix_models):
 
 def test_roc_points_match_the_recorded_auc(quora_models):
     oof, _ = load_predictions(config.model_dir("quora", "sample", "weak"))
-    curve = compare.roc_points("weak", oof)
+    curve = compare.roc_points("weak", oof, competitions.get("quora").task)
     assert curve["auc"] == pytest.approx(read_json(config.model_dir("quora", "sample", "weak") / "metrics.json")["auc"])
     assert curve["fpr"][0] == 0 and curve["fpr"][-1] == 1 and curve["tpr"][-1] == 1
     assert np.all(np.diff(curve["tpr"]) >= 0)
@@ -298,7 +309,7 @@ def test_cli_main_without_models_prints_one_line_and_fails(project, monkeypatch,
     from pipelines.__main__ import main
 
     monkeypatch.setattr(compare, "expected_models", lambda comp: EXPECTED)
-    assert main(["compare", "--comp", "cervix", "--source", "sample"]) == 2
+    assert main(["compare", "--comp", "cervix", "--source", "sample"]) == EXIT_STAGE_ERROR
     err = capsys.readouterr().err
     assert "no trained models in" in err and "run `make train COMP=cervix SOURCE=sample` first" in err
     assert "Traceback" not in err

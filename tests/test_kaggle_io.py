@@ -12,6 +12,7 @@ import pytest
 from data_helpers import (SECRET_KEY, SECRET_TOKEN, FakeKaggleApi, fake_credentials, http_error,  # noqa: F401
                           no_credentials, project)
 from pipelines import config
+from pipelines.__main__ import EXIT_STAGE_ERROR
 from pipelines.common import kaggle_io, provenance
 from pipelines.common.log import StageError
 
@@ -194,7 +195,7 @@ def test_submit_cli_main(submission, monkeypatch, capsys):
                "--poll-seconds", "0"])
     assert rc == 0 and "public score" in capsys.readouterr().out
     assert api.submitted == ("sub.csv", "cli")
-    assert main(["submit", "--comp", "quora", "--file", str(path), "--message", "cli"]) == 2  # sample source
+    assert main(["submit", "--comp", "quora", "--file", str(path), "--message", "cli"]) == EXIT_STAGE_ERROR  # sample
 
 
 def _fake_kaggle_package(monkeypatch, authenticate):

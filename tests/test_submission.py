@@ -3,17 +3,17 @@ from __future__ import annotations
 
 import argparse
 import logging
-import types
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import config
+from pipelines import competitions, config
 from pipelines.common import submission as sub
 from pipelines.common.io import write_csv
 from pipelines.common.log import StageError
+from pipelines.common.task import Task
 from pipelines.quora import submission as quora_sub
 from quora_model_helpers import write_fake_raw
 
@@ -95,24 +95,13 @@ def test_validator_rejects(breakage, message):
         sub.validate_submission("quora", breakage(quora_frame()), [str(i) for i in range(6)])
 
 
-@pytest.fixture
-def cervix_spec(monkeypatch):
-    """The cervix submission format (image_name, Type_1..3) as a stand-in module, so the multi-class rules
-    are tested whatever state pipelines/cervix/submission.py is in."""
-    spec = types.SimpleNamespace(ID_COLUMN="image_name", PRED_COLUMNS=CERVIX_COLUMNS,
-                                 sample_submission_path=lambda raw: Path(raw) / "sample_submission_stg1.csv")
-    real = sub.competition_module
-    monkeypatch.setattr(sub, "competition_module", lambda comp: spec if comp == "cervix" else real(comp))
-    return spec
-
-
 def cervix_frame():
     probs = np.array([[0.2, 0.5, 0.3], [0.1, 0.1, 0.8], [1 / 3, 1 / 3, 1 / 3]])
     return pd.concat([pd.DataFrame({"image_name": ["0.jpg", "1.jpg", "2.jpg"]}),
                       pd.DataFrame(probs, columns=CERVIX_COLUMNS)], axis=1)
 
 
-def test_cervix_rules(cervix_spec):
+def test_cervix_rules():
     names = ["0.jpg", "1.jpg", "2.jpg"]
     sub.validate_submission("cervix", cervix_frame(), names)
     not_summing = cervix_frame()
@@ -127,7 +116,8 @@ def test_cervix_rules(cervix_spec):
 
 def test_real_cervix_module_follows_the_interface():
     mod = pytest.importorskip("pipelines.cervix.submission")
-    assert mod.ID_COLUMN == "image_name" and list(mod.PRED_COLUMNS) == CERVIX_COLUMNS
+    task = competitions.get("cervix").task
+    assert task.id_column == "image_name" and list(task.pred_columns) == CERVIX_COLUMNS
     assert mod.sample_submission_path(Path("raw")).name == "sample_submission_stg1.csv"
     test_pred = pd.DataFrame({"id": ["0.jpg", "1.jpg"], "Type_1": [0.2, 2.0], "Type_2": [0.3, 1.0],
                               "Type_3": [0.5, 1.0]})
@@ -136,6 +126,32 @@ def test_real_cervix_module_follows_the_interface():
     df = mod.to_submission(test_pred, argparse.Namespace(**vars(parser.parse_args([])), comp="cervix",
                                                          source="sample"))
     sub.validate_submission("cervix", df, ["0.jpg", "1.jpg"])  # renormalised and clipped
+
+
+def test_the_rules_are_the_tasks():
+    """Columns, clipping and the row rule come from the Task: a binary task whose column is called target."""
+    task = Task(kind="binary", id_column="id", pred_columns=("target",), clip=1e-6)
+    frame = pd.DataFrame({"id": [3, 4], "target": [0.2, 1 - 1e-6]})
+    sub.validate_submission("tabular", frame, ["3", "4"], task=task)
+    with pytest.raises(StageError, match=r"outside \[1e-06, 1-1e-06\]"):
+        sub.validate_submission("tabular", frame.assign(target=[0.2, 1 - 1e-9]), ["3", "4"], task=task)
+    with pytest.raises(StageError, match="expected exactly"):
+        sub.validate_submission("tabular", quora_frame(2), ["0", "1"], task=task)
+    three = Task(kind="multiclass", id_column="image_name", pred_columns=tuple(CERVIX_COLUMNS), row_sum_tolerance=0.2)
+    loose = cervix_frame()
+    loose.loc[1, "Type_3"] = 0.7  # sums to 0.9: within this task's tolerance
+    sub.validate_submission("cervix", loose, ["0.jpg", "1.jpg", "2.jpg"], task=three)
+    with pytest.raises(StageError, match="do not sum to 1"):
+        sub.validate_submission("cervix", loose, ["0.jpg", "1.jpg", "2.jpg"])  # the competition's own: 1e-6
+
+
+def test_submission_modules_keep_no_clipping_constant_of_their_own():
+    from pipelines.cervix import submission as cervix_sub
+
+    from pipelines.common import task
+
+    for mod in (quora_sub, cervix_sub):
+        assert "EPS = " not in Path(mod.__file__).read_text() and mod.EPS is task.EPS
 
 
 # ----- files -------------------------------------------------------------------------------------
@@ -178,7 +194,7 @@ def test_validate_file_against_sample_and_test_csv(project_dirs, caplog):
         sub.validate_submission_file("quora", project_dirs / "nope.csv", "sample")
 
 
-def test_reference_ids_from_image_folder(project_dirs, cervix_spec, caplog):
+def test_reference_ids_from_image_folder(project_dirs, caplog):
     test_dir = config.raw_dir("cervix", "sample") / "test"
     test_dir.mkdir(parents=True)
     for name in ("2.jpg", "0.jpg", "notes.txt"):

@@ -1,7 +1,8 @@
 """Cervix specifics of the submission: image_name plus one probability per type, rows summing to 1.
 
-The generic checks and the writing are in pipelines.common.submission; this module says what the
-columns are, where the sample submission is, and how a test.parquet frame becomes the file:
+The generic checks and the writing are in pipelines.common.submission, the columns are the Task's
+(``pipelines.cervix.competition.TASK``); this module says where the sample submission is, and how a
+test.parquet frame becomes the file:
 probabilities floored (``--cervix-min-prob``, default only 1e-15), each row renormalised to sum 1,
 sorted by image name.
 
@@ -19,15 +20,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipelines.cervix.competition import TASK
 from pipelines.cervix.data import SAMPLE_SUBMISSIONS
 from pipelines.common.io import read_json
 from pipelines.common.log import StageError
+from pipelines.common.task import EPS
 
 log = logging.getLogger(__name__)
-
-ID_COLUMN = "image_name"
-PRED_COLUMNS = ["Type_1", "Type_2", "Type_3"]
-EPS = 1e-15
 
 
 def scored_stage(raw_dir: Path) -> int:
@@ -69,23 +68,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def to_submission(test_pred: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
     """test.parquet frame (id, Type_1, Type_2, Type_3) -> image_name, Type_1, Type_2, Type_3."""
-    missing = [c for c in ["id", *PRED_COLUMNS] if c not in test_pred.columns]
+    pred_columns = list(TASK.pred_columns)
+    missing = [c for c in ["id", *pred_columns] if c not in test_pred.columns]
     if missing:
         raise StageError(f"cervix test predictions lack column(s) {', '.join(missing)} (have "
                          f"{', '.join(map(str, test_pred.columns))}): re-run `make train COMP=cervix`")
-    p = test_pred[PRED_COLUMNS].to_numpy(dtype=np.float64)
+    p = test_pred[pred_columns].to_numpy(dtype=np.float64)
     bad = ~np.isfinite(p).all(axis=1)
     if bad.any():
         raise StageError(f"{int(bad.sum())} cervix test prediction row(s) are NaN or infinite (e.g. "
                          f"{test_pred['id'].iloc[int(np.flatnonzero(bad)[0])]}): re-run the model that made them")
     floor = float(getattr(args, "cervix_min_prob", 0.0) or 0.0)
-    if not 0.0 <= floor < 1.0 / len(PRED_COLUMNS):
-        raise StageError(f"--cervix-min-prob {floor}: use a value in [0, {1 / len(PRED_COLUMNS):.3f})")
+    if not 0.0 <= floor < 1.0 / len(pred_columns):
+        raise StageError(f"--cervix-min-prob {floor}: use a value in [0, {1 / len(pred_columns):.3f})")
     p = np.clip(p, max(floor, EPS), None)
     p = p / p.sum(axis=1, keepdims=True)
     p = np.clip(p, EPS, 1 - EPS)
     p = p / p.sum(axis=1, keepdims=True)
-    out = pd.DataFrame({ID_COLUMN: test_pred["id"].astype(str).to_numpy()})
-    for j, name in enumerate(PRED_COLUMNS):
+    out = pd.DataFrame({TASK.id_column: test_pred["id"].astype(str).to_numpy()})
+    for j, name in enumerate(pred_columns):
         out[name] = p[:, j]
-    return out.sort_values(ID_COLUMN, kind="stable").reset_index(drop=True)
+    return out.sort_values(TASK.id_column, kind="stable").reset_index(drop=True)

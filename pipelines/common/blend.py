@@ -1,4 +1,4 @@
-"""Blend stage (both competitions): ``make blend COMP=<comp> [ARGS='--method stack --models a,b']``.
+"""Blend stage (every competition): ``make blend COMP=<comp> [ARGS='--method stack --models a,b']``.
 
 Reads every finished model run under ``models/<comp>/<source>/`` (a folder with oof.parquet and
 test.parquet; ``blend`` itself excluded), checks they were trained on the same rows, folds and
@@ -20,10 +20,9 @@ format, and a leaderboard CSV goes to ``submissions/<comp>/`` (see ``pipelines.c
 with its provenance record beside it (``pipelines.common.provenance``); test ids without a prediction
 get the train class prior and are listed there (``--strict`` refuses instead).
 
-Competition-specific options (e.g. Quora's test-prior correction) come from each
-``pipelines.<comp>.submission.add_arguments``; ``--help`` lists those of every competition in
-their own group, and each applies only to its own competition. That keeps the option set fixed
-whatever ``--comp`` is, instead of peeking at the command line while building the parser.
+The prediction columns, the label column, binary or multi-class and the metrics are the competition's
+``Task``; the submission's conversion and its options (e.g. a test-prior correction) its
+``SubmissionFormat`` (``Competition.submission``): ``--comp <name> --help`` lists that competition's.
 """
 from __future__ import annotations
 
@@ -36,34 +35,32 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines import config
-from pipelines.common.compare import current_environment, environment_reasons, stale_models, train_command
-from pipelines.common.cv import EPS, load_predictions, pred_columns, pred_frame, score
+from pipelines import competitions, config
+from pipelines.common.compare_runs import BLEND, train_command
+from pipelines.common.cv import load_predictions, pred_frame
 from pipelines.common.io import read_json, sha256_file, sha256_json, write_json, write_parquet
 from pipelines.common.log import StageError
 from pipelines.common.records import input_fingerprints, now, run_record
 from pipelines.common.stage import Stage
-from pipelines.common.submission import competition_module, write_submission
+from pipelines.common.staleness import current_environment, environment_reasons, stale_models
+from pipelines.common.submission import write_submission
+from pipelines.common.task import EPS, FOLD, ID, Task
 
 log = logging.getLogger(__name__)
-BLEND = "blend"
 OUTS = ["oof.parquet", "test.parquet", "metrics.json", "params.json", "run.json"]
 
 
 # ----- command line ------------------------------------------------------------------------------
 
 def competition_options(comp: str) -> dict:
-    """{dest: default} of the options ``pipelines.<comp>.submission.add_arguments`` defines."""
-    try:
-        mod = competition_module(comp)
-    except StageError:
-        return {}
+    """{dest: default} of the options the competition's submission format adds (``add_arguments``)."""
     probe = argparse.ArgumentParser(add_help=False)
-    mod.add_arguments(probe)
+    competitions.get(comp).submission.add_arguments(probe)
     return vars(probe.parse_args([]))
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser, comp: str | None = None) -> None:
+    """The stage's options; with ``comp``, also that competition's submission options (none without)."""
     parser.add_argument("--method", choices=["weights", "stack"], default="weights",
                         help="weights: non-negative weights summing to 1 (default); stack: logistic regression "
                              "on the models' logits")
@@ -81,12 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strict", action="store_true",
                         help="refuse to write a submission when test ids lack a prediction (default: fill them "
                              "with the train class prior and list them in a warning and the submission's record)")
-    for comp in config.COMPETITIONS:
-        try:
-            mod = competition_module(comp)
-        except StageError:  # that competition's submission module is not there (yet): no options for it
-            continue
-        mod.add_arguments(parser)
+    if comp is not None:
+        competitions.get(comp).submission.add_arguments(parser)
 
 
 # ----- loading -----------------------------------------------------------------------------------
@@ -110,54 +103,52 @@ def finished_runs(models_root: Path, subset: list[str] | None = None) -> dict[st
 
 
 def _align(frame: pd.DataFrame, ref_ids: np.ndarray, what: str, name: str, first: str) -> pd.DataFrame:
-    ids = frame["id"].to_numpy()
+    ids = frame[ID].to_numpy()
     if len(ids) == len(ref_ids) and np.array_equal(ids, ref_ids):
         return frame.reset_index(drop=True)
-    if len(ids) != len(ref_ids) or set(ids.tolist()) != set(ref_ids.tolist()) or frame["id"].duplicated().any():
+    if len(ids) != len(ref_ids) or set(ids.tolist()) != set(ref_ids.tolist()) or frame[ID].duplicated().any():
         raise StageError(f"{name} and {first} have different {what} rows ({len(ids)} vs {len(ref_ids)}): they were "
                          "trained on different data; retrain one of them (`make train`) or pass --models")
-    return frame.set_index("id").loc[ref_ids].reset_index()
+    return frame.set_index(ID).loc[ref_ids].reset_index()
 
 
-def load_runs(runs: dict[str, Path]) -> dict:
-    """Aligned predictions of the runs: ids, folds, y, class names, OOF (M, n, C) and test (M, n_test, C)."""
+def _predicted_columns(frame: pd.DataFrame, task: Task) -> list[str]:
+    """The columns of a run's frame besides the id, fold and label: what the run predicts."""
+    return [c for c in frame.columns if c not in (ID, FOLD, task.label_column)]
+
+
+def class_probs(frame: pd.DataFrame, task: Task) -> np.ndarray:
+    """(n, K) class probabilities of a run's prediction frame (binary: the two classes' columns)."""
+    values = frame[list(task.pred_columns)].to_numpy(dtype=np.float64)
+    return task.as_class_probs(values[:, 0] if task.kind == "binary" else values)
+
+
+def load_runs(runs: dict[str, Path], task: Task) -> dict:
+    """Aligned predictions of the runs: ids, folds, y, the task, OOF (M, n, K) and test (M, n_test, K)."""
     names = list(runs)
     first = names[0]
     oof0, test0 = load_predictions(runs[first])
-    classes = pred_columns(oof0)
-    ids, test_ids = oof0["id"].to_numpy(), test0["id"].to_numpy()
-    folds, y = oof0["fold"].to_numpy(), oof0["target"].to_numpy()
+    classes = list(task.pred_columns)
+    ids, test_ids = oof0[ID].to_numpy(), test0[ID].to_numpy()
+    folds, y = oof0[FOLD].to_numpy(), oof0[task.label_column].to_numpy()
     oofs, tests = [], []
     for name in names:
         oof, test = (oof0, test0) if name == first else load_predictions(runs[name])
-        if pred_columns(oof) != classes or pred_columns(test) != classes:
-            raise StageError(f"{name} predicts columns {pred_columns(oof)} but {first} predicts {classes}")
+        for frame in (oof, test):
+            if _predicted_columns(frame, task) != classes:
+                raise StageError(f"{name} predicts columns {_predicted_columns(frame, task)} but the task's are "
+                                 f"{classes}")
         oof = _align(oof, ids, "train", name, first)
         test = _align(test, test_ids, "test", name, first)
-        if not np.array_equal(oof["fold"].to_numpy(), folds):
+        if not np.array_equal(oof[FOLD].to_numpy(), folds):
             raise StageError(f"{name} used other folds than {first}: blend weights fitted on their OOF would leak; "
                              "retrain on the same features")
-        if not np.array_equal(oof["target"].to_numpy(), y):
+        if not np.array_equal(oof[task.label_column].to_numpy(), y):
             raise StageError(f"{name} has other targets than {first}: retrain on the same features")
-        oofs.append(oof[classes].to_numpy(dtype=np.float64))
-        tests.append(test[classes].to_numpy(dtype=np.float64))
+        oofs.append(class_probs(oof, task))
+        tests.append(class_probs(test, task))
     return {"names": names, "ids": ids, "test_ids": test_ids, "folds": folds.astype(int),
-            "y": y.astype(int), "classes": classes,
-            "oof": np.stack([as_class_probs(p) for p in oofs]), "test": np.stack([as_class_probs(p) for p in tests])}
-
-
-def as_class_probs(pred: np.ndarray) -> np.ndarray:
-    """(n,) or (n, 1) binary probabilities -> (n, 2); (n, K) class probabilities unchanged."""
-    pred = np.asarray(pred, dtype=np.float64)
-    if pred.ndim == 1 or pred.shape[1] == 1:
-        p = pred.reshape(-1)
-        return np.column_stack([1 - p, p])
-    return pred
-
-
-def task_pred(probs: np.ndarray) -> np.ndarray:
-    """Class probabilities -> the engine's prediction shape: (n,) for binary, (n, K) otherwise."""
-    return probs[:, 1] if probs.shape[1] == 2 else probs
+            "y": y.astype(int), "task": task, "oof": np.stack(oofs), "test": np.stack(tests)}
 
 
 # ----- fitting -----------------------------------------------------------------------------------
@@ -190,39 +181,39 @@ def apply_weights(w: np.ndarray, P: np.ndarray) -> np.ndarray:
     return np.tensordot(w, P, axes=1)
 
 
-def stack_features(P: np.ndarray) -> np.ndarray:
+def stack_features(P: np.ndarray, binary: bool) -> np.ndarray:
     """(M, n, C) -> (n, F): logits of the positive class (binary) or log-probabilities (multi-class)."""
     P = np.clip(P, EPS, 1 - EPS)
-    if P.shape[2] == 2:
+    if binary:
         p = P[:, :, 1]
         return (np.log(p) - np.log1p(-p)).T
     return np.log(P).transpose(1, 0, 2).reshape(P.shape[1], -1)
 
 
-def fit_stacker(P: np.ndarray, y: np.ndarray, C: float):
+def fit_stacker(P: np.ndarray, y: np.ndarray, C: float, binary: bool):
     from sklearn.linear_model import LogisticRegression
 
     n_classes = P.shape[2]
     if len(np.unique(y)) < n_classes:
         raise StageError(f"the stacker needs every one of the {n_classes} classes in each fold's training part")
-    return LogisticRegression(C=C, max_iter=2000).fit(stack_features(P), y)
+    return LogisticRegression(C=C, max_iter=2000).fit(stack_features(P, binary), y)
 
 
 class Blender:
     """One blend method: fit on (P, y), apply to P, describe what was fitted."""
 
-    def __init__(self, method: str, stack_C: float = 1.0):
+    def __init__(self, method: str, stack_C: float = 1.0, binary: bool = True):
         if method not in ("weights", "stack"):
             raise ValueError(f"unknown blend method {method!r}")
-        self.method, self.stack_C = method, stack_C
+        self.method, self.stack_C, self.binary = method, stack_C, binary
 
     def fit(self, P, y):
-        return fit_weights(P, y) if self.method == "weights" else fit_stacker(P, y, self.stack_C)
+        return fit_weights(P, y) if self.method == "weights" else fit_stacker(P, y, self.stack_C, self.binary)
 
     def apply(self, fitted, P) -> np.ndarray:
         if self.method == "weights":
             return apply_weights(fitted, P)
-        return fitted.predict_proba(stack_features(P))
+        return fitted.predict_proba(stack_features(P, self.binary))
 
     def describe(self, fitted, names: list[str]) -> dict:
         if self.method == "weights":
@@ -246,9 +237,9 @@ def cross_fit(blender: Blender, P: np.ndarray, y: np.ndarray, folds: np.ndarray)
 # ----- the stage ---------------------------------------------------------------------------------
 
 def blend_runs(data: dict, method: str, stack_C: float = 1.0) -> dict:
-    """Cross-fitted OOF, all-OOF fit applied to test, and the per-model and blend scores."""
-    blender = Blender(method, stack_C)
-    task = "binary" if len(data["classes"]) == 1 else "multiclass"
+    """Cross-fitted OOF, all-OOF fit applied to test, and the per-model and blend scores (the task's metrics)."""
+    task = data["task"]
+    blender = Blender(method, stack_C, binary=task.kind == "binary")
     y, folds, P = data["y"], data["folds"], data["oof"]
     t0 = time.perf_counter()
     oof, per_fold_fits = cross_fit(blender, P, y, folds)
@@ -256,35 +247,37 @@ def blend_runs(data: dict, method: str, stack_C: float = 1.0) -> dict:
     test = blender.apply(final, data["test"])
     fit_s = time.perf_counter() - t0
     n_folds = int(folds.max()) + 1
-    per_fold = [score(task, y[folds == k], task_pred(oof[folds == k])) for k in range(n_folds)]
+    pred = task.from_class_probs
+    per_fold = [task.score(y[folds == k], pred(oof[folds == k])) for k in range(n_folds)]
     fold_ll = [f["log_loss"] for f in per_fold]
-    models = {n: score(task, y, task_pred(P[m])) for m, n in enumerate(data["names"])}
+    models = {n: task.score(y, pred(P[m])) for m, n in enumerate(data["names"])}
     described = blender.describe(final, data["names"])
     metrics = {
-        "model": BLEND, "task": task, "n_train": int(len(y)), "n_folds": n_folds, "n_test": int(len(test)),
-        **score(task, y, task_pred(oof)),
+        "model": BLEND, "task": task.kind, "n_train": int(len(y)), "n_folds": n_folds, "n_test": int(len(test)),
+        **task.score(y, pred(oof)),
         "log_loss_mean": float(np.mean(fold_ll)), "log_loss_std": float(np.std(fold_ll)), "folds": per_fold,
         "fit_seconds": float(fit_s), "predict_seconds": 0.0, "method": method,
         "scoring": "cross-fitted: fold k scored by a blend fitted on the other folds' OOF",
-        "in_sample_log_loss": score(task, y, task_pred(blender.apply(final, P)))["log_loss"],
+        "in_sample_log_loss": task.score(y, pred(blender.apply(final, P)))["log_loss"],
         "models": models, **described,
     }
     params = {"method": method, "models": data["names"], **described,
               "fold_fits": [blender.describe(f, data["names"]) for f in per_fold_fits]}
     if method == "stack":
         params["stack_C"] = stack_C
-    return {"task": task, "oof": oof, "test": test, "metrics": metrics, "params": params}
+    return {"task": task.kind, "oof": oof, "test": test, "metrics": metrics, "params": params}
 
 
 def write_blend_run(out_dir: Path, data: dict, result: dict, comp: str, source: str, seed: int, started: str,
                     inputs: dict, stale_allowed: dict | None = None) -> None:
     """The blend as a model run in the CV engine's format."""
-    classes = data["classes"]
-    oof_df = pred_frame(data["ids"], task_pred(result["oof"]), classes)
-    oof_df.insert(1, "fold", data["folds"].astype(np.int16))
-    oof_df.insert(2, "target", data["y"])
+    task = data["task"]
+    oof_df = pred_frame(data["ids"], task.from_class_probs(result["oof"]), task.pred_columns)
+    oof_df.insert(1, FOLD, data["folds"].astype(np.int16))
+    oof_df.insert(2, task.label_column, data["y"])
     write_parquet(out_dir / "oof.parquet", oof_df)
-    write_parquet(out_dir / "test.parquet", pred_frame(data["test_ids"], task_pred(result["test"]), classes))
+    write_parquet(out_dir / "test.parquet", pred_frame(data["test_ids"], task.from_class_probs(result["test"]),
+                                                       task.pred_columns))
     write_json(out_dir / "metrics.json", result["metrics"])
     write_json(out_dir / "params.json", {"model": BLEND, "params": result["params"], "seed": seed})
     record = run_record(comp, source, BLEND, result["params"], seed, started, inputs)
@@ -313,26 +306,27 @@ def submission_name(source: str, method: str) -> str:
     return f"{config.source_label(source)}-blend-{method}-{stamp}"
 
 
-def class_prior(oof: pd.DataFrame, classes: list[str]) -> np.ndarray:
-    """The train class prior in the prediction columns' layout: P(positive) for one column, else one
-    probability per class column (targets are class indices)."""
-    y = oof["target"].to_numpy().astype(int)
-    if len(classes) == 1:
+def class_prior(oof: pd.DataFrame, task: Task) -> np.ndarray:
+    """The train class prior in the prediction columns' layout: P(positive) for a binary task, else one
+    probability per class column (labels are class indices)."""
+    y = oof[task.label_column].to_numpy().astype(int)
+    if task.kind == "binary":
         return np.array([float(np.mean(y))])
-    return np.bincount(y, minlength=len(classes))[: len(classes)] / len(y)
+    n = len(task.pred_columns)
+    return np.bincount(y, minlength=n)[:n] / len(y)
 
 
 def fill_missing_rows(test: pd.DataFrame, reference: np.ndarray, prior: np.ndarray, classes: list[str]
                       ) -> tuple[pd.DataFrame, list[str]]:
     """``test`` with a row of ``prior`` for every reference id it lacks; returns (frame, filled ids)."""
-    have = set(test["id"].astype(str))
+    have = set(test[ID].astype(str))
     missing = sorted(str(i) for i in reference if str(i) not in have)
     if not missing:
         return test, []
     ids = missing
-    if pd.api.types.is_integer_dtype(test["id"]):
-        ids = pd.to_numeric(pd.Series(missing), errors="raise").astype(test["id"].dtype).tolist()
-    extra = pd.DataFrame({"id": ids, **{c: float(p) for c, p in zip(classes, prior)}})
+    if pd.api.types.is_integer_dtype(test[ID]):
+        ids = pd.to_numeric(pd.Series(missing), errors="raise").astype(test[ID].dtype).tolist()
+    extra = pd.DataFrame({ID: ids, **{c: float(p) for c, p in zip(classes, prior)}})
     return pd.concat([test, extra], ignore_index=True), missing
 
 
@@ -356,10 +350,11 @@ def write_blend_submission(args: argparse.Namespace, out_dir: Path, runs: dict[s
                 log.info("submission of this blend already written: %s (pass --name to write another)",
                          entry["path"])
                 return Path(entry["path"])
-    mod = competition_module(comp)
+    known = competitions.get(comp)
+    task = known.task
     test = pd.read_parquet(out_dir / "test.parquet")
-    classes = pred_columns(test)
-    prior = class_prior(pd.read_parquet(out_dir / "oof.parquet", columns=["target"]), classes)
+    classes = list(task.pred_columns)
+    prior = class_prior(pd.read_parquet(out_dir / "oof.parquet", columns=[task.label_column]), task)
     test, filled = fill_missing_rows(test, reference_ids(comp, source), prior, classes)
     if filled:
         shown = ", ".join(filled[:5]) + (f" (and {len(filled) - 5} more)" if len(filled) > 5 else "")
@@ -370,7 +365,7 @@ def write_blend_submission(args: argparse.Namespace, out_dir: Path, runs: dict[s
         log.warning("%d test id(s) have no prediction, filled with the train class prior (%s): %s; listed in the "
                     "submission's record (--strict refuses instead)", len(filled),
                     ", ".join(f"{c} {p:.4f}" for c, p in zip(classes, prior)), shown)
-    df = mod.to_submission(test, args)
+    df = known.submission.to_submission(test, args)
     path = write_submission(comp, df, args.name or submission_name(source, args.method), source)
     blend_record = read_json(out_dir / "run.json") if (out_dir / "run.json").exists() else {}
     provenance.write_record(
@@ -387,6 +382,7 @@ def write_blend_submission(args: argparse.Namespace, out_dir: Path, runs: dict[s
 
 def main(args: argparse.Namespace) -> int:
     comp, source = args.comp, args.source
+    task = competitions.get(comp).task
     models_root = config.models_dir(comp, source)
     subset = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     runs = finished_runs(models_root, subset)
@@ -427,7 +423,7 @@ def main(args: argparse.Namespace) -> int:
         started = now()
         log.info("blending %d model(s) of %s/%s by %s: %s", len(runs), comp, config.source_label(source),
                  args.method, ", ".join(runs))
-        data = load_runs(runs)
+        data = load_runs(runs, task)
         result = blend_runs(data, args.method, args.stack_C)
         write_blend_run(out_dir, data, result, comp, source, args.seed, started, input_fingerprints(deps), stale)
         stage.done()

@@ -10,13 +10,13 @@
 
 The upload refuses a file without a record, one that differs from the file its record describes, one
 built from the synthetic sample, from another source than ``--source``, or from runs that are stale
-now (the comparison's rules, ``pipelines.common.compare``), each in one line with the way out.
+now (the comparison's rules, ``pipelines.common.staleness``), each in one line with the way out.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines import config
+from pipelines import competitions, config
 from pipelines.common.io import read_json, sha256_file, write_json
 from pipelines.common.records import manifest_hash, now
 
@@ -55,7 +55,7 @@ def write_record(csv_path: Path, comp: str, source: str, runs: dict[str, dict] |
     for entry in runs.values():
         features.update(entry.get("inputs") or {})
     record = {
-        "kind": KIND, "comp": comp, "competition": config.COMPETITIONS[comp], "file": csv_path.name,
+        "kind": KIND, "comp": comp, "competition": competitions.get(comp).slug, "file": csv_path.name,
         "sha256": sha256_file(csv_path), "source": label, "source_path": source_path,
         "data_manifest_sha256": manifest_hash(comp, source), "blend": blend, "runs": runs,
         "features": features, "filled_rows": filled or {"count": 0, "ids": []},
@@ -75,7 +75,7 @@ def _display(path: Path) -> str:
 def stale_record_runs(comp: str, record: dict) -> dict[str, list[str]]:
     """{run: reasons} of the record's runs whose inputs or data changed since they were trained, and of
     those already stale when the blend was made (it was made with --allow-stale)."""
-    from pipelines.common.compare import changed_inputs
+    from pipelines.common.staleness import changed_inputs
 
     current_manifest = manifest_hash(comp, record.get("source") or "sample")
     found = {name: list(reasons) for name, reasons in (record.get("stale_models") or {}).items()}

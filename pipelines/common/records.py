@@ -18,10 +18,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipelines import config
+from pipelines import competitions, config
 from pipelines.common.io import sha256_file
 
-LIBRARIES = ("tensorflow-cpu", "tensorflow", "keras", "gensim", "lightgbm", "scikit-learn", "pandas", "numpy",
+# The libraries that matter, recorded in every run.json and listed in this order under the comparison's table.
+LIBRARIES = ("tensorflow-cpu", "tensorflow", "keras", "lightgbm", "gensim", "scikit-learn", "pandas", "numpy",
              "scipy", "pyarrow", "pillow", "rapidfuzz")
 
 
@@ -122,7 +123,7 @@ def run_record(comp: str, source: str, model: str, params: dict, seed: int, star
                inputs: dict | None = None, device: dict | None = None) -> dict:
     """``device``: which device trained the model (pipelines.common.device; the CPU when not given)."""
     return {
-        "competition": config.COMPETITIONS[comp],
+        "competition": competitions.get(comp).slug,
         "comp": comp,
         "source": config.source_label(source),
         "model": model,

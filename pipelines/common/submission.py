@@ -1,14 +1,15 @@
 """Leaderboard submission files: the checks Kaggle would make, before Kaggle makes them.
 
-The competition specifics come from ``pipelines.<comp>.submission`` (``ID_COLUMN``,
-``PRED_COLUMNS``, ``sample_submission_path(raw_dir)``, ``to_submission(test_pred, args)``,
-``add_arguments(parser)``). The rules checked here, for every competition:
+The columns and the rules come from the competition's ``Task`` (``pipelines.common.task``: id column,
+prediction columns, clipping, row-sum tolerance, binary or multi-class), the reference ids' file from its
+``SubmissionFormat`` (``Competition.submission``: ``sample_submission_path``, ``scored_submission_path``).
+The rules checked here, for every competition:
 
-- exactly the columns ``[ID_COLUMN, *PRED_COLUMNS]``, in that order;
+- exactly the columns ``[task.id_column, *task.pred_columns]``, in that order;
 - every reference id exactly once: none missing, none duplicated, none extra (the reference ids
   come from the sample submission, else from test.csv or the test/ image names, with a warning);
-- predictions numeric, no NaN or infinity, clipped to [1e-15, 1 - 1e-15];
-- with several prediction columns (multi-class), every row sums to 1 within 1e-6.
+- predictions numeric, no NaN or infinity, clipped to [task.clip, 1 - task.clip] (1e-15);
+- a multi-class task's rows sum to 1 within ``task.row_sum_tolerance`` (1e-6).
 
 Files go to ``submissions/<comp>/<name>.csv``, written atomically and never over an earlier file:
 a taken name gets a numeric suffix (``name-2.csv``, ``name-3.csv``, ...).
@@ -16,36 +17,25 @@ a taken name gets a numeric suffix (``name-2.csv``, ``name-3.csv``, ...).
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import os
 import re
 import tempfile
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pandas as pd
 
-from pipelines import config
+from pipelines import competitions, config
 from pipelines.common.log import StageError
 
 log = logging.getLogger(__name__)
-EPS = 1e-15
-ROW_SUM_TOLERANCE = 1e-6
+# Test images a submission's ids may be read from when there is no sample submission and no test.csv.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
-def competition_module(comp: str) -> ModuleType:
-    """``pipelines.<comp>.submission``: the competition's columns, sample file and converter."""
-    config.check_comp(comp)
-    name = f"pipelines.{comp}.submission"
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name == name:
-            raise StageError(f"no submission format for {comp}: {name} is missing") from exc
-        raise
+def _scored_path(fmt, raw: Path) -> Path:
+    return getattr(fmt, "scored_submission_path", fmt.sample_submission_path)(raw)
 
 
 def _examples(values, n: int = 5) -> str:
@@ -60,20 +50,20 @@ def reference_ids(comp: str, source: str, scored: bool = False) -> np.ndarray:
     ``scored``: of the sample submission the competition scores uploads against now
     (``scored_submission_path`` where the competition has stages), not that of the predictions made.
     """
-    mod = competition_module(comp)
+    known = competitions.get(comp)
+    fmt, id_col = known.submission, known.task.id_column
     raw = config.raw_dir(comp, source)
-    sample = (getattr(mod, "scored_submission_path", mod.sample_submission_path) if scored
-              else mod.sample_submission_path)(raw)
+    sample = _scored_path(fmt, raw) if scored else fmt.sample_submission_path(raw)
     if sample.exists():
-        ids = pd.read_csv(sample, usecols=[mod.ID_COLUMN], dtype={mod.ID_COLUMN: str})[mod.ID_COLUMN]
+        ids = pd.read_csv(sample, usecols=[id_col], dtype={id_col: str})[id_col]
         return ids.to_numpy(dtype=object)
     test_csv, test_dir = raw / "test.csv", raw / "test"
     if test_csv.exists():
         log.warning("%s is absent: checking the submission against the ids in %s", sample, test_csv)
         try:
-            ids = pd.read_csv(test_csv, usecols=[mod.ID_COLUMN], dtype={mod.ID_COLUMN: str})[mod.ID_COLUMN]
+            ids = pd.read_csv(test_csv, usecols=[id_col], dtype={id_col: str})[id_col]
         except ValueError as exc:
-            raise StageError(f"{test_csv} has no {mod.ID_COLUMN} column ({exc}); re-run `make data COMP={comp}`") from exc
+            raise StageError(f"{test_csv} has no {id_col} column ({exc}); re-run `make data COMP={comp}`") from exc
         return ids.to_numpy(dtype=object)
     if test_dir.is_dir():
         log.warning("%s is absent: checking the submission against the image names in %s", sample, test_dir)
@@ -83,17 +73,19 @@ def reference_ids(comp: str, source: str, scored: bool = False) -> np.ndarray:
                      f"run `make data COMP={comp} SOURCE={source}` first")
 
 
-def validate_submission(comp: str, df: pd.DataFrame, reference_ids) -> None:
-    """Raise StageError naming the first rule ``df`` breaks; return None when it is a valid submission."""
-    mod = competition_module(comp)
-    expected = [mod.ID_COLUMN, *mod.PRED_COLUMNS]
+def validate_submission(comp: str, df: pd.DataFrame, reference_ids, task=None) -> None:
+    """Raise StageError naming the first rule ``df`` breaks; return None when it is a valid submission.
+    ``task``: the rules (default: the competition's ``Task``)."""
+    task = task if task is not None else competitions.get(comp).task
+    pred_cols = list(task.pred_columns)
+    expected = [task.id_column, *pred_cols]
     if list(df.columns) != expected:
         raise StageError(f"{comp} submission columns are {list(df.columns)}; expected exactly {expected}")
     if len(df) == 0:
         raise StageError(f"{comp} submission has no rows")
-    id_col = df[mod.ID_COLUMN]
+    id_col = df[task.id_column]
     if pd.api.types.is_float_dtype(id_col):
-        raise StageError(f"{comp} submission ids in {mod.ID_COLUMN!r} are floating point; write them as integers")
+        raise StageError(f"{comp} submission ids in {task.id_column!r} are floating point; write them as integers")
     ids = id_col.astype(str)
     dup = ids[ids.duplicated()]
     if len(dup):
@@ -106,8 +98,8 @@ def validate_submission(comp: str, df: pd.DataFrame, reference_ids) -> None:
     if extra:
         raise StageError(f"{comp} submission has {len(extra)} id(s) not in the test set: {_examples(extra)}")
 
-    preds = df[mod.PRED_COLUMNS]
-    bad_type = [c for c in mod.PRED_COLUMNS if not pd.api.types.is_numeric_dtype(preds[c])]
+    preds = df[pred_cols]
+    bad_type = [c for c in pred_cols if not pd.api.types.is_numeric_dtype(preds[c])]
     if bad_type:
         raise StageError(f"{comp} submission column(s) {bad_type} are not numeric")
     values = preds.to_numpy(dtype=np.float64)
@@ -116,29 +108,29 @@ def validate_submission(comp: str, df: pd.DataFrame, reference_ids) -> None:
         rows = np.flatnonzero(~finite.all(axis=1))
         raise StageError(f"{comp} submission has NaN or infinite predictions in {len(rows)} row(s), "
                          f"e.g. id {ids.iloc[rows[0]]}")
-    # The bounds allow for float rounding of values clipped exactly at 1e-15 / 1 - 1e-15.
-    low, high = EPS * (1 - 1e-3), 1 - EPS * (1 - 1e-3)
+    # The bounds allow for float rounding of values clipped exactly at the task's clip (1e-15).
+    low, high = task.clip * (1 - 1e-3), 1 - task.clip * (1 - 1e-3)
     outside = (values < low) | (values > high)
     if outside.any():
         row = int(np.flatnonzero(outside.any(axis=1))[0])
-        raise StageError(f"{comp} submission has predictions outside [1e-15, 1-1e-15] in {int(outside.any(axis=1).sum())} "
-                         f"row(s), e.g. id {ids.iloc[row]}: clip them")
-    if len(mod.PRED_COLUMNS) > 1:
-        off = np.abs(values.sum(axis=1) - 1.0) > ROW_SUM_TOLERANCE
+        raise StageError(f"{comp} submission has predictions outside [{task.clip:g}, 1-{task.clip:g}] in "
+                         f"{int(outside.any(axis=1).sum())} row(s), e.g. id {ids.iloc[row]}: clip them")
+    if task.kind == "multiclass":
+        off = np.abs(values.sum(axis=1) - 1.0) > task.row_sum_tolerance
         if off.any():
             row = int(np.flatnonzero(off)[0])
             raise StageError(f"{comp} submission has {int(off.sum())} row(s) whose probabilities do not sum to 1 "
-                             f"(within {ROW_SUM_TOLERANCE}), e.g. id {ids.iloc[row]} sums to "
+                             f"(within {task.row_sum_tolerance}), e.g. id {ids.iloc[row]} sums to "
                              f"{values[row].sum():.6f}")
 
 
 def read_submission(comp: str, path: Path) -> pd.DataFrame:
-    mod = competition_module(comp)
+    id_col = competitions.get(comp).task.id_column
     path = Path(path)
     if not path.is_file():
         raise StageError(f"no submission file {path}")
     try:
-        return pd.read_csv(path, dtype={mod.ID_COLUMN: str})
+        return pd.read_csv(path, dtype={id_col: str})
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise StageError(f"{path} is not a readable CSV: {exc}") from exc
 
@@ -150,10 +142,11 @@ def validate_submission_file(comp: str, path: Path, source: str, scored: bool = 
     try:
         validate_submission(comp, df, reference_ids(comp, source, scored=scored))
     except StageError as exc:
-        mod = competition_module(comp)
-        if scored and hasattr(mod, "scored_submission_path"):
-            exc = StageError(f"{exc} (checked against {mod.scored_submission_path(config.raw_dir(comp, source)).name}, "
-                             f"the format {comp} is scored in)")
+        if scored:
+            fmt, raw = competitions.get(comp).submission, config.raw_dir(comp, source)
+            checked = _scored_path(fmt, raw)
+            if checked.name != fmt.sample_submission_path(raw).name:  # a competition scored in another format
+                exc = StageError(f"{exc} (checked against {checked.name}, the format {comp} is scored in)")
         raise StageError(f"{path}: {exc}") from exc
     log.info("%s: a valid %s submission (%d rows)", path, comp, len(df))
 

@@ -1,4 +1,4 @@
-"""Quora specifics of the submission: the leaderboard columns and the test-prior correction.
+"""Quora specifics of the submission: the test-prior correction (the columns are the Task's, ``TASK``).
 
 The Kaggle test set has far fewer duplicates (about 16.5%, known from probing the leaderboard)
 than the train set (~37%). A model calibrated on train therefore over-predicts duplicates on
@@ -18,11 +18,10 @@ import pandas as pd
 
 from pipelines import config
 from pipelines.common.log import StageError
+from pipelines.common.task import EPS
+from pipelines.quora.competition import TASK
 
-ID_COLUMN = "test_id"
-PRED_COLUMNS = ["is_duplicate"]
 DEFAULT_TEST_POSITIVE_RATE = 0.165
-EPS = 1e-15
 
 
 def sample_submission_path(raw_dir: Path) -> Path:
@@ -59,7 +58,8 @@ def train_positive_rate(source: str) -> float:
 
 def to_submission(test_pred: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
     """test.parquet frame (id, is_duplicate) -> (test_id, is_duplicate), prior-corrected and clipped."""
-    p = test_pred["is_duplicate"].to_numpy(dtype=np.float64)
+    (column,) = TASK.pred_columns
+    p = test_pred[column].to_numpy(dtype=np.float64)
     r_test = getattr(args, "test_positive_rate", DEFAULT_TEST_POSITIVE_RATE)
     if not getattr(args, "no_prior_correction", False) and r_test:
         r_train = getattr(args, "train_positive_rate", None)
@@ -70,5 +70,5 @@ def to_submission(test_pred: pd.DataFrame, args: argparse.Namespace) -> pd.DataF
         except ValueError as exc:
             raise StageError(f"prior correction: {exc}; fix --test-positive-rate/--train-positive-rate") from exc
     ids = pd.to_numeric(test_pred["id"], errors="raise").astype(np.int64)
-    out = pd.DataFrame({ID_COLUMN: ids.to_numpy(), "is_duplicate": np.clip(p, EPS, 1 - EPS)})
-    return out.sort_values(ID_COLUMN, kind="stable").reset_index(drop=True)
+    out = pd.DataFrame({TASK.id_column: ids.to_numpy(), column: np.clip(p, EPS, 1 - EPS)})
+    return out.sort_values(TASK.id_column, kind="stable").reset_index(drop=True)
