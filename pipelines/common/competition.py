@@ -5,7 +5,7 @@ A competition package (``pipelines/<name>/``) declares one ``Competition`` objec
 train, blend, submit, compare) ask that object and its parts, never a competition's name:
 
     Competition
-      name, slug                 "quora", the Kaggle competition slug (API downloads, submissions)
+      name, slug                 the --comp name, the Kaggle competition slug (API downloads, submissions)
       task                       Task: binary / multi-class, id column, prediction columns, metric
       raw                        RawRules: which files are competition data, validation, summary
       features                   the features stage's module ("pipelines.<name>.features": add_arguments, main)

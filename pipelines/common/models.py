@@ -2,11 +2,13 @@
 
     @dataclass
     class LgbmOptions:
-        learning_rate: float = option(0.05, "shrinkage per round", flag="--lgbm-learning-rate",
-                                      space=("float", 0.01, 0.2, "log"))
+        learning_rate: float = option(0.02, "shrinkage per round", flag="--lgbm-learning-rate",
+                                      space=("float", 0.005, 0.1, "log"))
         ...
 
-    SPEC = ModelSpec(name="lgbm", options=LgbmOptions, build="pipelines.quora.models.lgbm:build")
+    def build(data, options: LgbmOptions, ctx) -> LgbmModel: ...
+
+    SPEC = ModelSpec(name="lgbm", options=LgbmOptions, build=build)
 
 An options dataclass holds every option of a model with its default, its help text and (for tuning)
 its search space, once: the train stage's argparse groups are generated from the dataclasses
