@@ -50,7 +50,7 @@ def sample_options(comp: str, size: str = "default", seed: int = config.SEED, **
 
 # ---------------------------------------------------------------- assembling raw/
 def _hoist(root: Path, marker: str) -> None:
-    """A wrapper folder (quora/train.csv inside a user's zip): move its content up to ``root``."""
+    """A wrapper folder (<folder>/<marker> inside a user's zip): move its content up to ``root``."""
     if (root / marker).exists():
         return
     found = [p for p in root.rglob(marker) if len(p.relative_to(root).parts) <= 3]

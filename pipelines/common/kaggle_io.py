@@ -6,7 +6,7 @@ function takes an optional ``api`` (anything with KaggleApi's method names), whi
 fake since the real service cannot be reached from CI. Each failure becomes one ``StageError`` line that
 says what to do; credential values never reach a log line or a file.
 
-    python -m pipelines submit --comp quora --source kaggle --file submissions/quora/x.csv --message "..."
+    python -m pipelines submit --comp <name> --source kaggle --file submissions/<name>/x.csv --message "..."
 """
 from __future__ import annotations
 
@@ -344,7 +344,7 @@ def _float_or_none(value) -> float | None:
 
 
 def add_arguments(parser, comp: str | None = None) -> None:
-    parser.add_argument("--file", required=True, type=Path, help="submission CSV (e.g. submissions/quora/<name>.csv)")
+    parser.add_argument("--file", required=True, type=Path, help="submission CSV (e.g. submissions/<comp>/<name>.csv)")
     parser.add_argument("--message", default="", help="submission description shown on Kaggle")
     parser.add_argument("--poll-seconds", type=float, default=15.0, help="seconds between score checks (default 15)")
     parser.add_argument("--timeout", type=float, default=900.0,
