@@ -396,7 +396,8 @@ import json, sys, tempfile, time, types
 from pathlib import Path
 import numpy as np, pandas as pd
 from benchmarks.report import peak_rss_mb
-from pipelines.common.blend import blend_runs, task_pred
+from pipelines import competitions
+from pipelines.common.blend import blend_runs
 from pipelines.common.submission import validate_submission
 from pipelines.quora import submission as qs
 fd = Path({str(features_dir)!r})
@@ -406,12 +407,12 @@ def preds(n, signal):
     p = 1 / (1 + np.exp(-(signal + rng.normal(0, 1.5, n))))
     return np.stack([1 - p, p], axis=1)
 data = {{"names": [f"m{{i}}" for i in range({n_models})], "ids": np.arange(len(y)), "test_ids": ids_test,
-        "folds": folds, "y": y, "classes": ["is_duplicate"],
+        "folds": folds, "y": y, "task": competitions.get("quora").task,
         "oof": np.stack([preds(len(y), 2.0 * y - 1) for _ in range({n_models})]),
         "test": np.stack([preds(len(ids_test), 0.0) for _ in range({n_models})])}}
 t0 = time.perf_counter()
 result = blend_runs(data, "weights")
-test = pd.DataFrame({{"id": ids_test, "is_duplicate": task_pred(result["test"])}})
+test = pd.DataFrame({{"id": ids_test, "is_duplicate": data["task"].from_class_probs(result["test"])}})
 args = types.SimpleNamespace(source="bench", test_positive_rate=qs.DEFAULT_TEST_POSITIVE_RATE,
                              train_positive_rate=float(y.mean()), no_prior_correction=False)
 df = qs.to_submission(test, args)

@@ -35,11 +35,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 WEIGHTS_DIR: Path | None = Path(os.environ["PIPELINES_WEIGHTS_DIR"]).expanduser() \
     if os.environ.get("PIPELINES_WEIGHTS_DIR") else None
 
-COMPETITIONS = {
-    "quora": "quora-question-pairs",
-    "cervix": "intel-mobileodt-cervical-cancer-screening",
-}
-
 SEED = 42
 # Keras fits write their resumable checkpoint at most this often (seconds), and when training ends
 # (pipelines/common/checkpoint.py); --checkpoint-every on the train stage overrides it.
