@@ -2,8 +2,9 @@
 
     python -m benchmarks resume [--pairs=20000] [--epochs=4] [--repeats=3]
 
-(1) small_cnn (augmentation + Dropout) and siamese_gru (Dropout, graph mode) on tiny synthetic data:
-    3 epochs straight vs 1 epoch, interrupted, then resumed; the largest difference of any weight.
+(1) small_cnn (augmentation + Dropout) and siamese_gru (Dropout, graph mode) on tiny synthetic data, both
+    through the resumable fit loop (pipelines/common/keras_fit.py): 3 epochs straight vs 1 epoch, interrupted,
+    then resumed; the largest difference of any weight.
 (2) Fit time of siamese_gru (graph mode, default sizes) on ``--pairs`` synthetic pairs: the arrays with
     Keras' own shuffle (how the pipeline fed its networks before) against
     ``pipelines.common.checkpoint.epoch_batches`` (each epoch's order seeded by (seed, epoch)), the two

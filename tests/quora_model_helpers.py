@@ -5,6 +5,7 @@ the handcrafted/graph columns are noisy functions of the label, so every model b
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -131,22 +132,20 @@ def write_fake_raw(raw_dir: Path, n_test: int, with_sample_submission: bool = Tr
     return raw_dir
 
 
-def interrupt_siamese_after_first_epoch(monkeypatch) -> None:
-    """Make the next Siamese fit raise KeyboardInterrupt (as Ctrl-C would) right after its first epoch's
-    checkpoint callback ran; setting ``siamese._callbacks`` back to the real one ends it."""
-    from pipelines.quora.models import siamese
+@contextlib.contextmanager
+def interrupted_after_first_checkpoint():
+    """Inside it, a Keras fit (pipelines/common/keras_fit.py) raises KeyboardInterrupt, as Ctrl-C would,
+    right after its first checkpoint write (after epoch 1 with ``checkpoint_every_s=0``)."""
+    from pipelines.common.checkpoint import CheckpointClock
 
-    real_callbacks = siamese._callbacks
+    real_written = CheckpointClock.written
 
-    def interrupted_after_first_epoch(*args, **kwargs):
-        stopper, checkpoint = real_callbacks(*args, **kwargs)
-        save_epoch = checkpoint.on_epoch_end
+    def written(clock):
+        real_written(clock)
+        raise KeyboardInterrupt  # Ctrl-C once the checkpoint is on disk
 
-        def on_epoch_end(epoch, logs=None):
-            save_epoch(epoch, logs)
-            raise KeyboardInterrupt  # Ctrl-C after epoch 1 was checkpointed
-
-        checkpoint.on_epoch_end = on_epoch_end
-        return stopper, checkpoint
-
-    monkeypatch.setattr(siamese, "_callbacks", interrupted_after_first_epoch)
+    CheckpointClock.written = written
+    try:
+        yield
+    finally:
+        CheckpointClock.written = real_written

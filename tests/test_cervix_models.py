@@ -16,6 +16,7 @@ from pipelines.cervix import features, submission
 from pipelines.common import train
 from pipelines.cervix.models import augment
 from pipelines.common.io import read_json
+from pipelines.common.keras_fit import STATE_FILE
 from pipelines.common.log import StageError
 from cervix_helpers import CLASSES, make_raw, raw_dir, tiny_images, train_args
 from conftest import SHARED_WEIGHTS
@@ -104,7 +105,7 @@ def test_small_cnn_trains_through_the_stage(sample_features):
     assert set(history) == {"0", "1"} and len(history["0"]["loss"]) == 1 and "val_loss" in history["0"]
     fold = out / "folds" / "fold_0"
     assert (fold / "model.keras").exists()
-    assert not (fold / "checkpoint.keras").exists()  # per-epoch checkpoint dropped once the fold is done
+    assert not list(fold.glob("epoch_*.keras")) and not (fold / STATE_FILE).exists()  # dropped once the fold is done
     params = read_json(out / "params.json")["params"]
     assert params["epochs"] == 1 and params["tta"] == 2 and params["image_size"] == 32
     reloaded = cnn.load_fold_model(fold / "model.keras")
@@ -116,13 +117,13 @@ def test_fold_checkpoint_resumes_mid_fold(tmp_path):
     train_idx, valid_idx = _fold_split(y)
     first = _net("small_cnn", x, y, tmp_path, epochs=1, width=8)
     first.fit(0, train_idx, valid_idx, tmp_path)  # "interrupted" after epoch 1: save() never ran
-    state = read_json(tmp_path / "train_state.json")
-    assert state["epochs_done"] == 1 and (tmp_path / "checkpoint.keras").exists()
+    state = read_json(tmp_path / STATE_FILE)
+    assert state["epoch"] == 1 and (tmp_path / state["checkpoint"]).exists()
     second = _net("small_cnn", x, y, tmp_path, epochs=2, width=8)
     model = second.fit(0, train_idx, valid_idx, tmp_path)
     assert len(second.history["loss"]) == 2
     assert second.history["loss"][0] == pytest.approx(first.history["loss"][0])  # epoch 1 was not redone
-    assert read_json(tmp_path / "train_state.json")["epochs_done"] == 2
+    assert read_json(tmp_path / STATE_FILE)["epoch"] == 2
     assert second.predict_valid(model, valid_idx).shape == (len(valid_idx), 3)
 
 
@@ -136,14 +137,16 @@ def test_fold_checkpoint_by_the_clock_and_when_training_ends(tmp_path, monkeypat
     monkeypatch.setattr(CheckpointClock, "written", lambda self: (writes.append(1), real_written(self)))
     model_obj = _net("small_cnn", x, y, tmp_path, checkpoint_every_s=3600, epochs=3, width=8, patience=10)
     model = model_obj.fit(0, train_idx, valid_idx, tmp_path)
-    state = read_json(tmp_path / "train_state.json")
-    assert len(writes) == 1 and state["epochs_done"] == 3  # the clock never came due: one write, at the end
+    state = read_json(tmp_path / STATE_FILE)
+    assert len(writes) == 1 and state["epoch"] == 3  # the clock never came due: one write, at the end
+    assert state["checkpoint"] == "epoch_3.keras"
+    assert state["best_weights"] == f"best_{state['best_epoch'] + 1}.weights.h5"
     # the fold ends on the best epoch's weights, kept in memory until that write
-    best = cnn.load_fold_model(tmp_path / "checkpoint.keras")
-    best.load_weights(tmp_path / "best.weights.h5")
+    best = cnn.load_fold_model(tmp_path / state["checkpoint"])
+    best.load_weights(tmp_path / state["best_weights"])
     for a, b in zip(best.get_weights(), model.get_weights()):
         np.testing.assert_array_equal(a, b)
-    assert state["best_val_loss"] == pytest.approx(min(model_obj.history["val_loss"]))
+    assert state["best"] == pytest.approx(min(model_obj.history["val_loss"]))
     writes.clear()
     every_epoch = _net("small_cnn", x, y, tmp_path / "e", checkpoint_every_s=0, epochs=2, width=8, patience=10)
     (tmp_path / "e").mkdir()

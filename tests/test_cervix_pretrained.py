@@ -233,7 +233,7 @@ def test_label_smoothing_and_the_log_loss_early_stopping_watches(tmp_path):
     idx = np.arange(len(y))
     model_obj.fit(0, idx[::2], idx[1::2], tmp_path)
     state = read_json(tmp_path / "train_state.json")
-    assert state["best_val_loss"] == pytest.approx(model_obj.history["val_log_loss"][0])
+    assert state["best"] == pytest.approx(model_obj.history["val_log_loss"][0])
     assert model_obj.history["val_log_loss"][0] != pytest.approx(model_obj.history["val_loss"][0])
 
 

@@ -15,8 +15,9 @@ from pipelines import config
 from pipelines import competitions
 from pipelines.common import train
 from pipelines.common.cv import run_cv
+from pipelines.common.keras_fit import STATE_FILE
 from pipelines.common.log import StageError
-from quora_model_helpers import interrupt_siamese_after_first_epoch, write_fake_features
+from quora_model_helpers import interrupted_after_first_checkpoint, write_fake_features
 
 PRIOR_LOG_LOSS = 0.66  # log loss of predicting the positive rate (~0.37 with the label noise)
 NN_OPTS = ["--epochs", "1", "--units", "4", "--dense", "4", "--batch-size", "128"]
@@ -119,20 +120,18 @@ def test_siamese_resumes_from_its_epoch_checkpoint(nn_features, tmp_path, monkey
     fold_dir = tmp_path / "fold_0"
     fold_dir.mkdir()
 
-    real_callbacks = siamese._callbacks
-    interrupt_siamese_after_first_epoch(monkeypatch)
-    with pytest.raises(KeyboardInterrupt):  # checkpoint_every_s=0: a checkpoint after every epoch
+    with interrupted_after_first_checkpoint(), pytest.raises(KeyboardInterrupt):
+        # checkpoint_every_s=0: a checkpoint after every epoch
         _siamese(data, with_features=False, checkpoint_every_s=0).fit(0, train_idx, valid_idx, fold_dir)
-    state = json.loads((fold_dir / siamese.STATE_FILE).read_text())
+    state = json.loads((fold_dir / STATE_FILE).read_text())
     assert state["epoch"] == 1 and (fold_dir / state["checkpoint"]).exists()
     first_epoch_loss = state["history"]["loss"][0]
 
-    monkeypatch.setattr(siamese, "_callbacks", real_callbacks)
     model = _siamese(data, with_features=False)  # the text-only path (`--no-features`)
     fitted = model.fit(0, train_idx, valid_idx, fold_dir)
     assert fitted.resumed_from_epoch == 1
     assert len(model.history["loss"]) == 2 and model.history["loss"][0] == first_epoch_loss
-    assert json.loads((fold_dir / siamese.STATE_FILE).read_text())["epoch"] == 2
+    assert json.loads((fold_dir / STATE_FILE).read_text())["epoch"] == 2
 
     # Streaming prediction in small chunks (last one partial) equals one batch over every pair.
     monkeypatch.setattr(siamese, "PREDICT_CHUNK", 7)
@@ -142,7 +141,7 @@ def test_siamese_resumes_from_its_epoch_checkpoint(nn_features, tmp_path, monkey
     assert np.allclose(streamed, whole, atol=1e-6)
 
     model.save(fitted, fold_dir)
-    assert (fold_dir / "model.keras").exists() and not (fold_dir / siamese.STATE_FILE).exists()
+    assert (fold_dir / "model.keras").exists() and not (fold_dir / STATE_FILE).exists()
 
 
 def test_siamese_deterministic_across_runs(nn_features, tmp_path):
@@ -257,7 +256,7 @@ def test_siamese_checkpoints_by_the_clock_and_when_training_ends(nn_features, tm
     fold_dir.mkdir()
     model = _siamese(data, epochs=3, checkpoint_every_s=3600)
     fitted = model.fit(0, train_idx, valid_idx, fold_dir)
-    state = json.loads((fold_dir / siamese.STATE_FILE).read_text())
+    state = json.loads((fold_dir / STATE_FILE).read_text())
     assert len(writes) == 1 and state["epoch"] == 3  # the clock never came due: one write, at the end
     assert sorted(p.name for p in fold_dir.glob("*.keras")) == ["epoch_3.keras"]
     best = state["best_epoch"]

@@ -494,8 +494,8 @@ def test_a_resumed_cnn_fit_equals_an_uninterrupted_one(tmp_path):
 
 
 @pytest.mark.parametrize("execution", ["eager", "graph"])
-def test_a_resumed_siamese_fit_equals_an_uninterrupted_one(project, tmp_path, monkeypatch, execution):
-    from quora_model_helpers import interrupt_siamese_after_first_epoch, write_fake_features
+def test_a_resumed_siamese_fit_equals_an_uninterrupted_one(project, tmp_path, execution):
+    from quora_model_helpers import interrupted_after_first_checkpoint, write_fake_features
     from pipelines.quora.models import QuoraFeatures, siamese
 
     data = QuoraFeatures(write_fake_features(config.features_dir("quora", "sample"), n_train=240, n_test=40,
@@ -510,11 +510,8 @@ def test_a_resumed_siamese_fit_equals_an_uninterrupted_one(project, tmp_path, mo
     (tmp_path / "resumed").mkdir()
     straight = model().fit(0, train_idx, valid_idx, tmp_path / "straight")
 
-    real_callbacks = siamese._callbacks
-    interrupt_siamese_after_first_epoch(monkeypatch)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_after_first_checkpoint(), pytest.raises(KeyboardInterrupt):
         model().fit(0, train_idx, valid_idx, tmp_path / "resumed")
-    monkeypatch.setattr(siamese, "_callbacks", real_callbacks)
     resumed = model().fit(0, train_idx, valid_idx, tmp_path / "resumed")
     assert resumed.resumed_from_epoch == 1
     assert _max_weight_difference(straight.model, resumed.model) == 0.0

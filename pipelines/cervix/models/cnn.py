@@ -22,10 +22,10 @@ Training, per fold (``KerasImageModel.fit``):
   (``--lr-schedule``; the few head-only epochs keep lr);
 * early stopping on the fold's valid part (``patience`` epochs without a better val_loss ends the
   phase), and the best epoch's weights restored at the end;
-* checkpoints in fold_dir: ``checkpoint.keras`` (model + optimizer state), ``best.weights.h5`` and
-  ``train_state.json`` (phase, epochs done, best val_loss, history), written at most every
-  ``--checkpoint-every`` seconds (default 60; pipelines/common/checkpoint.py) and when a phase ends.
-  A fit interrupted mid-fold resumes from the last checkpointed epoch, with its early-stopping state.
+* the phases run in pipelines/common/keras_fit.py's resumable loop: checkpoints in fold_dir (the model
+  with its optimizer state, the best weights, ``train_state.json`` with phase, epochs done, early-stopping
+  state and history), written at most every ``--checkpoint-every`` seconds (default 60) and when a phase
+  ends. A fit interrupted mid-fold resumes from the last checkpointed epoch, with its early-stopping state.
 
 Keras and TensorFlow are imported on first use of this module (``train.py`` imports it lazily).
 """
@@ -37,7 +37,7 @@ import math
 import os
 import socket
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -47,9 +47,8 @@ from pipelines import config
 from pipelines.cervix.models import backbones
 from pipelines.cervix.models.augment import _augment_class, augmentation_layers, predict_tta
 from pipelines.cervix.models.backbones import BACKBONES
-from pipelines.common.checkpoint import (CheckpointClock, epoch_batches, restore_rng_state, rng_state,
-                                         save_weights_as)
-from pipelines.common.io import atomic_path, read_json, write_json
+from pipelines.common.io import atomic_path
+from pipelines.common.keras_fit import FitPhase, ResumableFit, discard
 from pipelines.common.log import StageError
 
 log = logging.getLogger(__name__)
@@ -167,10 +166,11 @@ NETWORK_PROBE: Callable[[], bool] = probe_download_host
 
 
 def shared_weights_file(arch: str, alpha: float | None = None) -> Path | None:
-    """The 224-px no-top file for this architecture in config.SHARED_WEIGHTS, if there is one."""
-    if arch not in BACKBONES:
+    """The 224-px no-top file for this architecture in config.WEIGHTS_DIR (PIPELINES_WEIGHTS_DIR), if that
+    folder is set and has one."""
+    if arch not in BACKBONES or config.WEIGHTS_DIR is None:
         return None
-    path = config.SHARED_WEIGHTS / imagenet_file_name(arch, 224, alpha)
+    path = config.WEIGHTS_DIR / imagenet_file_name(arch, 224, alpha)
     return path if path.is_file() else None
 
 
@@ -488,90 +488,6 @@ def balanced_class_weight(y: np.ndarray) -> dict[int, float]:
 
 
 # ---------------------------------------------------------------------------------------------
-# checkpoint by the clock, with early stopping (both survive an interruption)
-
-
-@dataclass
-class TrainState:
-    phase: int = 0
-    epochs_done: int = 0
-    phase_finished: bool = False  # the phase was ended early (patience); otherwise epochs_done tells
-    best_val_loss: float = math.inf
-    best_epoch: int = -1
-    wait: int = 0
-    history: dict = field(default_factory=dict)
-    rng: list = field(default_factory=list)  # the layers' random generators at the checkpoint (checkpoint.py)
-
-    @classmethod
-    def load(cls, path: Path) -> "TrainState":
-        data = read_json(path)
-        data["best_val_loss"] = math.inf if data.get("best_val_loss") is None else data["best_val_loss"]
-        return cls(**data)
-
-    def save(self, path: Path) -> None:
-        data = asdict(self)
-        data["best_val_loss"] = None if math.isinf(self.best_val_loss) else self.best_val_loss
-        write_json(path, data)
-
-
-def fold_files(fold_dir: Path) -> dict[str, Path]:
-    fold_dir = Path(fold_dir)
-    return {"checkpoint": fold_dir / "checkpoint.keras", "best": fold_dir / "best.weights.h5",
-            "state": fold_dir / "train_state.json"}
-
-
-def make_checkpoint_callback(state: TrainState, files: dict[str, Path], patience: int, clock: CheckpointClock):
-    import keras
-
-    class FoldCheckpoint(keras.callbacks.Callback):
-        """Track early stopping every epoch (the best weights in memory) and write the checkpoint,
-        best weights and state when ``clock`` says so and when the phase ends; stop the phase after
-        ``patience`` epochs without a better val_loss."""
-
-        def __init__(self):
-            super().__init__()
-            self.best_weights = None  # the best epoch's weights not yet on disk
-
-        def on_epoch_end(self, epoch, logs=None):
-            logs = logs or {}
-            for key, value in logs.items():
-                state.history.setdefault(key, []).append(float(value))
-            # with label smoothing the loss is not the log loss: watch the plain log loss metric
-            val_loss = float(logs.get("val_log_loss", logs.get("val_loss", logs.get("loss", math.inf))))
-            state.epochs_done = epoch + 1
-            if val_loss < state.best_val_loss:
-                state.best_val_loss, state.best_epoch, state.wait = val_loss, epoch, 0
-                self.best_weights = self.model.get_weights()
-            else:
-                state.wait += 1
-                if state.wait >= patience:
-                    self.model.stop_training = True
-                    state.phase_finished = True
-                    log.info("early stop: no better val_loss for %d epochs (best %.4f at epoch %d)", patience,
-                             state.best_val_loss, state.best_epoch + 1)
-            if clock.epoch_finished(epoch):
-                self.write()
-
-        def on_train_end(self, logs=None):
-            if clock.pending is not None:
-                self.write()
-
-        def write(self):
-            """Best weights, then the checkpoint, then the state (each file replaced atomically: an
-            interruption leaves whole files, the state of the previous write at worst)."""
-            if self.best_weights is not None:
-                save_weights_as(self.model, self.best_weights, files["best"])
-                self.best_weights = None
-            with atomic_path(files["checkpoint"], suffix=".keras") as tmp:
-                self.model.save(tmp)
-            state.rng = rng_state(self.model)
-            state.save(files["state"])
-            clock.written()
-
-    return FoldCheckpoint()
-
-
-# ---------------------------------------------------------------------------------------------
 # the CV model
 
 
@@ -610,22 +526,16 @@ class KerasImageModel:
         self.device = choice.record()
         keras.backend.clear_session()
         keras.utils.set_random_seed(self.opts.seed + fold)
-        files = fold_files(fold_dir)
         x_tr, y_tr = np.asarray(self.x_train[train_idx]), self.y[train_idx]
         x_va, y_va = np.asarray(self.x_train[valid_idx]), self.y[valid_idx]
         class_weight = balanced_class_weight(y_tr) if self.opts.class_weight else None
         phases = training_phases(self.name, self.opts, self.pretrained)
 
         model, backbone = self.build()
-        state = TrainState()
-        clock = CheckpointClock(self.checkpoint_every_s)
-        resumed_model = files["state"].exists() and files["checkpoint"].exists()
-        if resumed_model:
-            state = TrainState.load(files["state"])
-            log.info("%s fold %d: resuming from the checkpoint after epoch %d (phase %s)", self.name, fold + 1,
-                     state.epochs_done, phases[min(state.phase, len(phases) - 1)].name)
-            model = load_fold_model(files["checkpoint"])
-            restore_rng_state(model, state.rng)
+        loop = ResumableFit(fold_dir, checkpoint_every_s=self.checkpoint_every_s, label=f"{self.name} fold {fold + 1}")
+        resumed = loop.resume_model(load_fold_model)
+        if resumed is not None:
+            model = resumed
             backbone = model.get_layer(backbone.name) if backbone is not None else None
             if backbone is not None:
                 backbone._cervix_arch = self.name
@@ -635,45 +545,26 @@ class KerasImageModel:
             for ph in phases:
                 if ph.blocks < 0:
                     ph.blocks = math.ceil(total * -ph.blocks / steps)
-        if (self.pretrained and self.opts.head_init == "probe" and not resumed_model and state.epochs_done == 0
-                and backbone is not None):
+        if self.pretrained and self.opts.head_init == "probe" and resumed is None and backbone is not None:
             self.probe_head(model, backbone, x_tr, y_tr, fold)
 
-        for p in range(state.phase, len(phases)):
-            phase = phases[p]
-            if p > state.phase:  # entering a new phase
-                state.phase, state.phase_finished, state.wait = p, False, 0
-                if files["best"].exists():  # start from the best epoch so far
-                    model.load_weights(files["best"])
-                resumed_model = False
-            if state.phase_finished or state.epochs_done >= phase.end_epoch:
-                continue
-            if not resumed_model:  # a loaded checkpoint keeps its trainable flags and optimizer state
+        def prepare(phase: Phase):
+            def set_up(net):  # trainable layers, then a new optimizer at the phase's rate
                 set_phase(backbone, phase.name, self.opts.fine_tune_layers, phase.blocks, self.opts.bn,
                           self.opts.bn_momentum)
                 multipliers = lr_multipliers(backbone, phase.blocks, self.opts.lr_decay) \
                     if phase.name.startswith("unfreeze") else None
-                compile_model(model, phase.lr, self.opts.label_smoothing, multipliers)
-            resumed_model = False
-            log.info("%s fold %d: phase %s, epochs %d-%d, lr %.2g", self.name, fold + 1, phase.name,
-                     state.epochs_done + 1, phase.end_epoch, phase.lr)
-            schedule = keras.callbacks.LearningRateScheduler(
-                lambda epoch, _lr, phase=phase: phase_lr(phase, epoch, self.opts.lr_schedule))
-            # each epoch's order from (seed, epoch) alone: a resumed fit sees the order an uninterrupted one saw
-            batches, steps = epoch_batches(x_tr, y_tr, self.opts.batch_size, self.opts.seed + fold,
-                                           state.epochs_done, phase.end_epoch)
-            model.fit(batches, steps_per_epoch=steps, validation_data=(x_va, y_va),
-                      validation_batch_size=self.opts.batch_size,
-                      epochs=phase.end_epoch, initial_epoch=state.epochs_done, class_weight=class_weight,
-                      callbacks=[schedule, make_checkpoint_callback(
-                          state, files, phase.patience if phase.patience is not None else self.opts.patience,
-                          clock)],
-                      verbose=self.verbose, shuffle=False)
-        if files["best"].exists():
-            model.load_weights(files["best"])
-            log.info("%s fold %d: best val_loss %.4f at epoch %d", self.name, fold + 1, state.best_val_loss,
-                     state.best_epoch + 1)
-        self.history = state.history
+                compile_model(net, phase.lr, self.opts.label_smoothing, multipliers)
+            return set_up
+
+        fit_phases = [FitPhase(phase.end_epoch, phase.patience if phase.patience is not None else self.opts.patience,
+                               name=phase.name, prepare=prepare(phase),
+                               learning_rate=lambda epoch, phase=phase: phase_lr(phase, epoch, self.opts.lr_schedule))
+                      for phase in phases]
+        # with label smoothing the loss is not the log loss: early stopping watches the plain log loss metric
+        model = loop.run(model, fit_phases, lambda: (x_tr, y_tr, (x_va, y_va)), batch_size=self.opts.batch_size,
+                         seed=self.opts.seed + fold, verbose=self.verbose, class_weight=class_weight)
+        self.history = loop.history
         return model
 
     def probe_head(self, model, backbone, x_tr: np.ndarray, y_tr: np.ndarray, fold: int) -> None:
@@ -726,9 +617,6 @@ class KerasImageModel:
 
     def save(self, model, fold_dir: Path) -> None:
         """Keep the final (best-epoch) model; drop the checkpoint files."""
-        files = fold_files(fold_dir)
         with atomic_path(Path(fold_dir) / "model.keras", suffix=".keras") as tmp:
             model.save(tmp)
-        for key in ("checkpoint", "best"):
-            with contextlib.suppress(FileNotFoundError):
-                files[key].unlink()
+        discard(fold_dir)

@@ -15,13 +15,12 @@ number twice; the network trains and predicts each pair once. (Until this was no
 both, doubling training and test-prediction time.) Early stopping watches the fold's validation
 part and restores the best weights.
 
-Resuming inside a fold: at most every ``--checkpoint-every`` seconds (default 60;
-pipelines/common/checkpoint.py), when early stopping ends the fit and after its last epoch, the
-model (with its optimizer state) is saved as ``fold_dir/epoch_<e>.keras``, the best weights so far
-as ``best_<e>.weights.h5``, and then ``train_state.json`` (epochs done, early-stopping state,
-history so far), which names them.
-The state file is written last, so it only ever names complete checkpoints. A re-run of the fold
-loads the checkpoint and continues at the next epoch with the early-stopping state it had.
+Resuming inside a fold: the fit is one phase of pipelines/common/keras_fit.py's resumable loop. At
+most every ``--checkpoint-every`` seconds (default 60) and when the fit ends, the model (with its
+optimizer state) is saved as ``fold_dir/epoch_<e>.keras``, the best weights so far as
+``best_<e>.weights.h5``, and then ``train_state.json`` (epochs done, early-stopping state, history
+so far), which names them. A re-run of the fold loads the checkpoint and continues at the next
+epoch with the early-stopping state it had.
 
 Execution: TensorFlow graphs (Keras' default) except on tiny data (``--execution auto``, fewer
 than EAGER_BELOW train pairs, e.g. the built-in sample and the test fixtures), where tracing the
@@ -40,9 +39,8 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.common import device as device_mod
-from pipelines.common.checkpoint import (CheckpointClock, epoch_batches, restore_rng_state, rng_state,
-                                         save_weights_as)
-from pipelines.common.io import atomic_path, read_json, write_json
+from pipelines.common.io import atomic_path
+from pipelines.common.keras_fit import FitPhase, ResumableFit, discard
 from pipelines.quora.models import QuoraFeatures
 
 log = logging.getLogger(__name__)
@@ -52,7 +50,6 @@ ENCODE_CHUNK = 8192  # distinct questions per call of the test set's question en
 # little saves less than the distinct path's fixed cost (BENCHMARKS.md, siamese-predict-real).
 MIN_SLOTS_PER_QUESTION = 1.05
 EAGER_BELOW = 2000  # train pairs under which ``execution='auto'`` runs eagerly
-STATE_FILE = "train_state.json"
 
 
 def keras_modules():
@@ -304,74 +301,6 @@ class FittedSiamese:
     resumed_from_epoch: int = 0
 
 
-def _callbacks(fold_dir: Path, patience: int, state: dict | None, clock: CheckpointClock | None = None):
-    """Early stopping (resumable) and the checkpoint (written when ``clock`` says so and when
-    training ends), sharing the early-stopping state."""
-    keras, _ = keras_modules()
-    clock = clock or CheckpointClock()
-
-    class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-        """Keras' EarlyStopping that starts from a saved state instead of from scratch."""
-
-        def on_train_begin(self, logs=None):
-            super().on_train_begin(logs)
-            if state and state.get("best") is not None:
-                self.best, self.wait, self.best_epoch = state["best"], state["wait"], state["best_epoch"]
-                current = self.model.get_weights()
-                self.model.load_weights(fold_dir / state["best_weights"])
-                self.best_weights = self.model.get_weights()
-                self.model.set_weights(current)
-
-    class EpochCheckpoint(keras.callbacks.Callback):
-        def __init__(self, stopper, history: dict):
-            super().__init__()
-            self.stopper = stopper
-            self.history_so_far = {k: list(v) for k, v in history.items()}
-            self.best_file = state.get("best_weights") if state else None
-            self.best_on_disk = state.get("best_epoch") if state else None
-
-        def on_epoch_end(self, epoch, logs=None):
-            for key, value in (logs or {}).items():
-                self.history_so_far.setdefault(key, []).append(float(value))
-            # On an early stop, write now: EarlyStopping's on_train_end restores the best weights first.
-            if clock.epoch_finished(epoch) or self.model.stop_training:
-                self.write(epoch)
-
-        def on_train_end(self, logs=None):
-            # The model may hold the restored best weights by now; a fold that ended is resumed only
-            # for its best weights, so that is harmless.
-            if clock.pending is not None:
-                self.write(clock.pending)
-
-        def write(self, epoch: int):
-            old = read_json(fold_dir / STATE_FILE) if (fold_dir / STATE_FILE).exists() else {}
-            ckpt = f"epoch_{epoch + 1}.keras"
-            with atomic_path(fold_dir / ckpt, suffix=".keras") as tmp:
-                self.model.save(tmp)
-            best_epoch = self.stopper.best_epoch
-            has_best = self.stopper.best is not None and self.stopper.best_weights is not None
-            if has_best and best_epoch != self.best_on_disk:
-                self.best_file = f"best_{best_epoch + 1}.weights.h5"
-                save_weights_as(self.model, self.stopper.best_weights, fold_dir / self.best_file)
-                self.best_on_disk = best_epoch
-            write_json(fold_dir / STATE_FILE, {
-                "epoch": epoch + 1, "checkpoint": ckpt, "best_weights": self.best_file,
-                "best": None if self.stopper.best is None else float(self.stopper.best),
-                "best_epoch": int(best_epoch), "wait": int(self.stopper.wait),
-                "stopped": bool(self.model.stop_training), "history": self.history_so_far,
-                "rng": rng_state(self.model),  # Dropout's generators: a .keras file does not keep them
-            })
-            clock.written()
-            # Only now are the older files unreferenced.
-            for name in (old.get("checkpoint"), old.get("best_weights")):
-                if name and name not in (ckpt, self.best_file):
-                    (fold_dir / name).unlink(missing_ok=True)
-
-    stopper = ResumableEarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True, verbose=1)
-    checkpoint = EpochCheckpoint(stopper, state.get("history", {}) if state else {})
-    return stopper, checkpoint
-
-
 class SiameseModel:
     def __init__(self, data: QuoraFeatures, rnn: str = "lstm", *, epochs: int = 30, batch_size: int = 256,
                  units: int = 64, patience: int = 4, bidirectional: bool = False, fine_tune: bool = False,
@@ -469,35 +398,22 @@ class SiameseModel:
         fitted = self.feature_scaler(train_idx)
         n_features = self.n_features
 
-        state = read_json(fold_dir / STATE_FILE) if (fold_dir / STATE_FILE).exists() else None
-        if state:
-            model = keras.models.load_model(fold_dir / state["checkpoint"], custom_objects=custom_objects())
-            restore_rng_state(model, state.get("rng"))
-            fitted.resumed_from_epoch = int(state["epoch"])
-            log.info("%s fold %d: resuming from the checkpoint after epoch %d", self.name, fold + 1, state["epoch"])
-        else:
+        loop = ResumableFit(fold_dir, checkpoint_every_s=self.checkpoint_every_s, label=f"{self.name} fold {fold + 1}")
+        model = loop.resume_model(lambda path: keras.models.load_model(path, custom_objects=custom_objects()))
+        fitted.resumed_from_epoch = loop.resumed_from_epoch
+        if model is None:
             model = self.new_keras_model(n_features)
         model.run_eagerly = self.eager
         fitted.model = model
 
-        initial_epoch = int(state["epoch"]) if state else 0
-        finished = bool(state) and (state["stopped"] or initial_epoch >= self.params["epochs"])
-        if finished:  # interrupted after its last epoch: only the best weights are left to restore
-            if state.get("best_weights"):
-                model.load_weights(fold_dir / state["best_weights"])
-            self.history = state["history"]
-            return fitted
+        def arrays():
+            x_train, y_train, x_valid, y_valid = self.training_arrays(train_idx, valid_idx, fitted)
+            return x_train, y_train, (x_valid, y_valid)
 
-        stopper, checkpoint = _callbacks(fold_dir, self.params["patience"], state,
-                                         CheckpointClock(self.checkpoint_every_s))
-        x_train, y_train, x_valid, y_valid = self.training_arrays(train_idx, valid_idx, fitted)
-        # each epoch's order from (seed, epoch) alone: a resumed fit sees the order an uninterrupted one saw
-        batches, steps = epoch_batches(x_train, y_train, self.params["batch_size"], self.params["seed"] + fold,
-                                       initial_epoch, self.params["epochs"])
-        model.fit(batches, steps_per_epoch=steps, validation_data=(x_valid, y_valid),
-                  validation_batch_size=self.params["batch_size"], epochs=self.params["epochs"],
-                  initial_epoch=initial_epoch, shuffle=False, callbacks=[stopper, checkpoint], verbose=self.verbose)
-        self.history = checkpoint.history_so_far
+        phase = FitPhase(self.params["epochs"], self.params["patience"])
+        loop.run(model, [phase], arrays, batch_size=self.params["batch_size"], seed=self.params["seed"] + fold,
+                 verbose=self.verbose)
+        self.history = loop.history
         return fitted
 
     def _predict_rows(self, fitted: FittedSiamese, q1, q2, feats, rows: np.ndarray | None, n: int,
@@ -589,10 +505,4 @@ class SiameseModel:
 
             save_npz(fold_dir / "feature_scaler.npz", mean=fitted.feat_mean, std=fitted.feat_std)
         # The fold model is saved: the epoch checkpoints (each as large as the model) are no longer needed.
-        state_path = fold_dir / STATE_FILE
-        if state_path.exists():
-            state = read_json(state_path)
-            for name in (state.get("checkpoint"), state.get("best_weights")):
-                if name:
-                    (fold_dir / name).unlink(missing_ok=True)
-            state_path.unlink()
+        discard(fold_dir)
