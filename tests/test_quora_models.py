@@ -245,7 +245,6 @@ def test_lgbm_predicts_the_test_set_block_by_block(features, monkeypatch):
 def test_siamese_checkpoints_by_the_clock_and_when_training_ends(nn_features, tmp_path, monkeypatch):
     from pipelines.common.checkpoint import CheckpointClock
     from pipelines.quora.models import QuoraFeatures
-    from pipelines.quora.models import siamese
 
     data = QuoraFeatures(nn_features)
     train_idx, valid_idx = np.flatnonzero(data.folds != 0), np.flatnonzero(data.folds == 0)

@@ -2,9 +2,8 @@
 early-stopping state): at most every ``interval_s`` seconds, and always when training ends.
 
 Writing after every epoch made the pipeline's fit measurably slower than a plain ``model.fit``
-when epochs are short (ResNet50 from scratch on 205 images: ~5 s to save, 9% of a 55 s epoch;
-a Siamese epoch on the 9k real pairs: 7 s). With a clock the cost is bounded by the interval,
-whatever the epoch length, and an interrupted fold loses at most the interval plus one epoch.
+when epochs are short (BENCHMARKS.md has the figures). With a clock the cost is bounded by the
+interval, whatever the epoch length, and an interrupted fold loses at most the interval plus one epoch.
 ``interval_s=0`` writes every epoch.
 
 The building blocks of the resumable Keras fit loop (pipelines/common/keras_fit.py, which every Keras

@@ -334,7 +334,7 @@ def set_phase(backbone, phase: str, fine_tune_layers: int, blocks: int = 0, bn: 
 
 
 def load_fold_model(path: Path):
-    """A saved fold model (``model.keras`` or ``checkpoint.keras``), custom layers registered."""
+    """A saved fold model (``model.keras`` or a checkpoint ``epoch_<e>.keras``), custom layers registered."""
     import keras
 
     _preprocess_layer_class()
