@@ -23,6 +23,7 @@ one line on stderr, no traceback; ``EXIT_STAGE_ERROR``); 130 interrupted (Ctrl-C
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import inspect
 import logging
@@ -30,6 +31,7 @@ import os
 import sys
 
 from pipelines import competitions, config
+from pipelines.common.locks import output_lock
 from pipelines.common.log import StageError, setup_logging
 
 EXIT_USAGE = 2  # argparse's own status for a usage error
@@ -71,6 +73,14 @@ def stage_module(stage: str, comp: str):
     """The module of ``stage`` for the competition ``comp``."""
     name = STAGES[stage] or competitions.get(comp).features
     return importlib.import_module(name)
+
+
+def stage_output(stage: str, args: argparse.Namespace):
+    """The folder a stage writes, locked while it runs (pipelines.common.locks); None: the stage locks its
+    own (train: each run) or writes nothing that two processes could mix (submit)."""
+    folders = {"data": config.source_dir, "features": config.features_dir, "compare": config.reports_dir,
+               "blend": lambda comp, source: config.model_dir(comp, source, "blend")}
+    return folders[stage](args.comp, args.source) if stage in folders else None
 
 
 def add_stage_arguments(module, parser: argparse.ArgumentParser, comp: str) -> None:
@@ -156,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     add_stage_arguments(module, parser, known.comp)
     args = parser.parse_args(argv)
     try:
-        return int(module.main(args) or 0)
+        folder = stage_output(known.stage, args)
+        with output_lock(folder, known.stage) if folder is not None else contextlib.nullcontext():
+            return int(module.main(args) or 0)
     except StageError as exc:
         logging.getLogger("pipelines").error("%s", exc)
         return EXIT_STAGE_ERROR

@@ -24,6 +24,8 @@ DATA_DIR = ROOT / "data"
 MODELS_DIR = ROOT / "models"
 SUBMISSIONS_DIR = ROOT / "submissions"
 REPORTS_DIR = ROOT / "reports"
+# One lock file per output folder being written (pipelines/common/locks.py); git-ignored.
+LOCKS_DIR = ROOT / ".locks"
 # Keras writes ~/.keras on import; keep it inside the project's ignored folders.
 KERAS_HOME = Path(os.environ.get("KERAS_HOME", ROOT / ".keras"))
 os.environ.setdefault("KERAS_HOME", str(KERAS_HOME))

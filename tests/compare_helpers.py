@@ -163,7 +163,7 @@ def _build_fake_models(comp, root, source, n, specs, blend) -> dict:
 def point_config(monkeypatch, root: Path) -> Path:
     """Project root and every generated-output folder inside ``root`` (as the conftest's project_dirs),
     with config.ROOT there too so input fingerprints are recorded relative to it."""
-    for name in ("DATA_DIR", "MODELS_DIR", "SUBMISSIONS_DIR", "REPORTS_DIR"):
+    for name in ("DATA_DIR", "MODELS_DIR", "SUBMISSIONS_DIR", "REPORTS_DIR", "LOCKS_DIR"):
         path = root / name.lower().replace("_dir", "")
         path.mkdir(parents=True, exist_ok=True)
         monkeypatch.setattr(config, name, path)

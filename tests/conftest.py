@@ -39,7 +39,7 @@ def shared_data():
 @pytest.fixture
 def project_dirs(tmp_path, monkeypatch):
     """Point every generated-output folder of the project into tmp_path."""
-    for name in ("DATA_DIR", "MODELS_DIR", "SUBMISSIONS_DIR", "REPORTS_DIR"):
+    for name in ("DATA_DIR", "MODELS_DIR", "SUBMISSIONS_DIR", "REPORTS_DIR", "LOCKS_DIR"):
         path = tmp_path / name.lower().replace("_dir", "")
         path.mkdir()
         monkeypatch.setattr(config, name, path)

@@ -19,7 +19,7 @@ KAGGLE_ENV = ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_CONFI
 def project(tmp_path, monkeypatch) -> Path:
     """Project output folders under tmp_path, so tests never write into the repository's data/ or models/."""
     root = tmp_path / "project"
-    for name in ("DATA_DIR", "MODELS_DIR", "SUBMISSIONS_DIR", "REPORTS_DIR"):
+    for name in ("DATA_DIR", "MODELS_DIR", "SUBMISSIONS_DIR", "REPORTS_DIR", "LOCKS_DIR"):
         monkeypatch.setattr(config, name, root / name.split("_")[0].lower())
     return root
 

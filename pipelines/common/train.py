@@ -18,6 +18,7 @@ import logging
 
 from pipelines import competitions, config
 from pipelines.common.cv import load_metrics, run_cv
+from pipelines.common.locks import output_lock
 from pipelines.common.log import StageError
 from pipelines.common.models import RunContext, add_model_arguments, resolve_options
 from pipelines.common.options import add_options, given_options
@@ -82,12 +83,18 @@ def parse_args(comp: str, argv: list[str]) -> argparse.Namespace:
 
 
 def train_model(comp, name: str, args: argparse.Namespace, ctx: RunContext | None = None) -> dict:
-    """Train one model through the CV engine, unless its finished run is up to date; its metrics."""
+    """Train one model through the CV engine, unless its finished run is up to date; its metrics. The run's
+    folder is locked meanwhile: a second process on it stops at once (other models train side by side)."""
     ctx = ctx or run_context(args, comp)
     spec, options = model_options(comp, name, args, ctx)
     data = comp.train_data(args.source, spec, options, ctx)
     run = spec.folder_name(options)
     out_dir = config.model_dir(comp.name, args.source, run)
+    with output_lock(out_dir, f"train {run}"):
+        return _train_locked(comp, spec, options, data, run, out_dir, args, ctx)
+
+
+def _train_locked(comp, spec, options, data, run: str, out_dir, args: argparse.Namespace, ctx: RunContext) -> dict:
     inputs = input_fingerprints(data.inputs)
     outs = list(RUN_OUTS) + (["test.parquet"] if data.test_ids is not None else [])
     stage = Stage("train", out_dir, deps=data.inputs, outs=outs,
