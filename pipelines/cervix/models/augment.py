@@ -106,7 +106,7 @@ def _augment_class():
         (brightness shift, contrast scale, per-channel gain as a white-balance change).
 
         One fused layer instead of keras.layers.RandomFlip/RandomRotation/RandomZoom/...: on a
-        2-core CPU those cost about as much as the small CNN itself (about 1 ms per image each).
+        2-core CPU those cost about as much as the small CNN itself.
         """
 
         def __init__(self, zoom=0.15, brightness=0.08, contrast=0.1, gain=0.05, seed=None, aspect=0.0, **kwargs):

@@ -45,11 +45,12 @@ import numpy as np
 
 from pipelines import config
 from pipelines.cervix.models import backbones
-from pipelines.cervix.models.augment import _augment_class, augmentation_layers, predict_tta
+from pipelines.cervix.models.augment import AUGMENT_LEVELS, _augment_class, augmentation_layers, predict_tta
 from pipelines.cervix.models.backbones import BACKBONES
 from pipelines.common.io import atomic_path
 from pipelines.common.keras_fit import FitPhase, ResumableFit, discard
 from pipelines.common.log import StageError
+from pipelines.common.options import option
 
 log = logging.getLogger(__name__)
 
@@ -68,37 +69,56 @@ MIN_INPUT_SIZE = {"small_cnn": 16, **{name: b.min_size for name, b in BACKBONES.
 
 @dataclass
 class NetOptions:
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 1e-3
-    tta: int = 4
-    weights: str = "none"  # "imagenet", "none" or a path to a Keras .h5 weights file
-    fine_tune_layers: int = 30  # unfreeze="layers": one phase with the top N layers (BatchNorm frozen)
-    head_epochs: int = 3
-    patience: int = 8
-    # the fine-tuning recipe (pretrained backbones; see training_phases and set_phase)
-    unfreeze: str = "layers"  # "blocks": gradual unfreezing by blocks (the options below)
-    head_patience: int | None = None  # early stopping of the head phase, its own (None: patience)
-    head_init: str = "train"  # "probe": the head starts as a logistic regression on the frozen features
-    fine_tune_blocks: int = 6  # top backbone blocks trainable at the end of gradual unfreezing (0: all)
-    unfreeze_steps: int = 3  # phases that unfreeze them, top blocks first
-    unfreeze_epochs: int = 2  # epochs of each unfreezing phase but the last (which runs to --epochs)
-    lr_decay: float = 0.7  # discriminative learning rates: x lr_decay per block below the top one
-    bn: str = "frozen"  # BatchNorm of the unfrozen blocks: "frozen" statistics, or "train" at bn_momentum
-    label_smoothing: float = 0.0
-    lr_schedule: str = "cosine"  # "cosine": from lr down to lr / 100 over each phase; "constant"
-    class_weight: bool = False
-    augment: str = "light"
-    dropout: float = 0.3
-    alpha: float | None = None  # MobileNets' width multiplier (None: the registry entry's)
-    width: int = 16  # small CNN: filters of the first block (doubled per block, up to 8x)
-    depth: int = 4  # small CNN: conv blocks after the stem (more: deeper, for larger inputs)
-    bn_momentum: float = BN_MOMENTUM  # small CNN's BatchNormalization layers
-    seed: int = 42
+    """Options of the image networks (small_cnn and every backbone of backbones.py), each default once."""
+
+    epochs: int = option(15, "maximum epochs per fold (early stopping picks)", space=("int", 5, 40))
+    batch_size: int = option(32, "images per batch", space=("categorical", [16, 32, 64]))
+    lr: float = option(1e-3, "Adam learning rate", space=("float", 1e-4, 3e-3, "log"))
+    tta: int = option(4, "test-time augmentation views, 1-8 (D4 symmetries)")
+    weights: str | None = option(None, "imagenet | none | <Keras .h5 weights file> (default: ImageNet weights if "
+                                 "found locally (Keras cache or $PIPELINES_WEIGHTS_DIR), else imagenet = download; "
+                                 "small_cnn: none)")
+    unfreeze: str = option("layers", "pretrained backbones, after the head phase: layers = one phase with the top "
+                           "--fine-tune-layers layers unfrozen, BatchNorm frozen; blocks = gradual unfreezing "
+                           "(--fine-tune-blocks, --unfreeze-steps, --unfreeze-epochs, --lr-decay, --bn)",
+                           choices=("layers", "blocks"))
+    fine_tune_layers: int = option(30, "pretrained backbones, --unfreeze layers: top layers unfrozen")
+    head_epochs: int = option(3, "pretrained backbones: most epochs of the first phase, backbone frozen")
+    patience: int = option(8, "early stopping patience in epochs")
+    head_patience: int | None = option(None, "pretrained backbones: the head phase's own early stopping patience "
+                                       "(default: --patience)")
+    head_init: str = option("train", "pretrained backbones: probe = start the head as a logistic regression on the "
+                            "frozen features of the fold's train images (linear probing), then train",
+                            choices=("train", "probe"))
+    fine_tune_blocks: int = option(6, "pretrained backbones: top blocks of the backbone trainable at the end of "
+                                   "gradual unfreezing (0: all)")
+    unfreeze_steps: int = option(3, "pretrained backbones: phases of gradual unfreezing, each unfreezing more top "
+                                 "blocks")
+    unfreeze_epochs: int = option(2, "pretrained backbones: epochs of each unfreezing phase but the last")
+    lr_decay: float = option(0.7, "pretrained backbones: discriminative learning rates, x this per block below the "
+                             "top one (1: one rate)")
+    bn: str = option("frozen", "pretrained backbones: BatchNorm of the unfrozen blocks: frozen statistics, or "
+                     "trained with momentum 0.9", choices=("frozen", "train"))
+    label_smoothing: float = option(0.0, "smooth the training labels towards uniform by this much (early stopping "
+                                    "then watches the plain log loss)", space=("float", 0.0, 0.2))
+    lr_schedule: str = option("cosine", "cosine: decay from --lr to --lr/100 over each training phase",
+                              choices=("cosine", "constant"))
+    class_weight: bool = option(False, "weight the loss by inverse class frequency")
+    augment: str = option("light", "training-time augmentation", choices=AUGMENT_LEVELS)
+    dropout: float = option(0.3, "dropout before the classifier", space=("float", 0.0, 0.6))
+    alpha: float | None = option(None, "MobileNets' width multiplier (default: the model's, e.g. 0.35 for "
+                                 "mobilenet_v2)")
+    width: int = option(16, "small_cnn filters of the first block, doubled per block")
+    depth: int = option(4, "small_cnn conv blocks after the stem, each but the last followed by a 2x2 max-pool "
+                        "(5 for 160-192 px inputs keeps the last map as small)")
+    bn_momentum: float = option(BN_MOMENTUM, "small CNN's BatchNormalization momentum", cli=False)
+    seed: int = option(42, "the run's seed (set by the train stage)", cli=False)
 
     def params(self, arch: str) -> dict:
         out = asdict(self)
-        if self.weights not in ("imagenet", "none"):
+        if self.weights is None:
+            out["weights"] = "none"
+        elif self.weights not in ("imagenet", "none"):
             out["weights"] = str(Path(self.weights).resolve())
         if arch not in BACKBONES or BACKBONES[arch].alpha is None:
             out.pop("alpha")
@@ -108,7 +128,7 @@ class NetOptions:
             out.pop("width")
             out.pop("depth")
             out.pop("bn_momentum")
-        if arch == "small_cnn" or self.weights == "none":
+        if arch == "small_cnn" or self.weights in (None, "none"):
             for key in ("head_epochs", "fine_tune_layers", "head_patience", "head_init", "fine_tune_blocks",
                         "unfreeze_steps", "unfreeze_epochs", "lr_decay", "bn", "unfreeze"):
                 out.pop(key)
@@ -620,3 +640,58 @@ class KerasImageModel:
         with atomic_path(Path(fold_dir) / "model.keras", suffix=".keras") as tmp:
             model.save(tmp)
         discard(fold_dir)
+
+
+# ---------------------------------------------------------------------------------------------
+# the model specs (pipelines.common.models): small_cnn and one per backbone of backbones.py
+
+
+def local_weights(arch: str, image_size: int, alpha: float | None = None) -> str | None:
+    """ImageNet weights for ``arch`` at ``image_size`` that need no download: "imagenet" when Keras has them
+    cached, else the path of a copy in config.WEIGHTS_DIR ($PIPELINES_WEIGHTS_DIR), else None."""
+    name = imagenet_file_name(arch, image_size, alpha)
+    if any((d / name).is_file() for d in keras_cache_dirs()):
+        return "imagenet"
+    shared = shared_weights_file(arch, alpha)
+    return str(shared) if shared else None
+
+
+def check_tta(tta: int) -> None:
+    if not 1 <= tta <= 8:
+        raise StageError(f"--tta {tta}: use 1 to 8 views")
+
+
+def build(data, options: NetOptions, ctx, arch: str) -> "KerasImageModel":
+    """The CV model of a network spec: the weights resolved at the model's input size (small_cnn: none)."""
+    import dataclasses
+
+    check_tta(options.tta)
+    tensors = data.features
+    weights = options.weights
+    if arch == "small_cnn":
+        weights = "none"
+    elif weights is None:
+        weights = local_weights(arch, tensors.image_size, options.alpha) or "imagenet"
+    opts = dataclasses.replace(options, weights=weights, seed=ctx.seed)
+    x_test = tensors.x_test if len(tensors.test_names) else None
+    return KerasImageModel(arch, tensors.x_train, tensors.y, x_test, opts, tensors.image_size, verbose=ctx.verbose,
+                           checkpoint_every_s=ctx.checkpoint_every_s)
+
+
+def _specs():
+    import functools
+
+    from pipelines.common.models import ModelSpec
+
+    group = "cervix networks (small_cnn and the keras.applications backbones: " + ", ".join(BACKBONES) + ")"
+    specs = [ModelSpec(name="small_cnn", options=NetOptions, build=functools.partial(build, arch="small_cnn"),
+                       defaults={"epochs": 25}, group=group, help="compact CNN from scratch")]
+    own = {"vgg16": {"epochs": 20, "lr": 1e-4}, "resnet50": {"epochs": 20}}
+    for name in BACKBONES:
+        specs.append(ModelSpec(name=name, options=NetOptions, build=functools.partial(build, arch=name),
+                               defaults=own.get(name, {}), group=group,
+                               help=f"keras.applications {name} with a new 3-class head"))
+    return specs
+
+
+SPECS = _specs()

@@ -24,7 +24,7 @@ epoch with the early-stopping state it had.
 
 Execution: TensorFlow graphs (Keras' default) except on tiny data (``--execution auto``, fewer
 than EAGER_BELOW train pairs, e.g. the built-in sample and the test fixtures), where tracing the
-graphs of each fold's new model costs far more (about 10 s a fold on 2 cores) than eager
+graphs of each fold's new model costs far more than eager
 execution of a few batches.
 
 Keras and TensorFlow are imported inside the functions that use them: importing them costs
@@ -33,6 +33,7 @@ seconds, and the other models and stages must not pay that.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from pathlib import Path
 
@@ -41,6 +42,8 @@ import numpy as np
 from pipelines.common import device as device_mod
 from pipelines.common.io import atomic_path
 from pipelines.common.keras_fit import FitPhase, ResumableFit, discard
+from pipelines.common.models import ModelSpec
+from pipelines.common.options import option
 from pipelines.quora.models import QuoraFeatures
 
 log = logging.getLogger(__name__)
@@ -301,13 +304,46 @@ class FittedSiamese:
     resumed_from_epoch: int = 0
 
 
+@dataclasses.dataclass
+class SiameseOptions:
+    """Options of the Siamese networks (siamese_lstm, siamese_gru), each default once."""
+
+    epochs: int = option(30, "most epochs (early stopping picks)", space=("int", 5, 40))
+    batch_size: int = option(256, "pairs per batch", space=("categorical", [128, 256, 512]))
+    units: int = option(64, "recurrent units per direction", space=("categorical", [32, 64, 128]))
+    patience: int = option(4, "early-stopping patience in epochs")
+    dense: int = option(64, "units of the dense layer after the merge", space=("categorical", [32, 64, 128]))
+    dropout: float = option(0.2, "dropout after the merge", space=("float", 0.0, 0.5))
+    learning_rate: float = option(1e-3, "Adam learning rate", space=("float", 3e-4, 3e-3, "log"))
+    fine_tune: bool = option(False, "train the embedding too (default: frozen)")
+    bidirectional: bool = option(False, "bidirectional encoder")
+    with_features: bool = option(True, "append the standardised pair features to the merged encodings "
+                                 "(default: on; BENCHMARKS.md, quora-models, measures the difference)",
+                                 negate="--no-features")
+    pooling: str = option("max", "question encoding: max over the encoder's time steps or its last state",
+                          choices=("max", "last"))
+    device: str | None = option(None, "auto (default, or $PIPELINES_DEVICE): the GPU when TensorFlow sees one, "
+                                "else the CPU; gpu: the GPU, or stop saying how to get one",
+                                choices=("auto", "cpu", "gpu"))
+    precision: str = option("auto", "auto: mixed_float16 on a GPU with tensor cores (output layer float32), "
+                            "float32 elsewhere", choices=("auto", "float32", "mixed_float16"))
+    execution: str = option("auto", "TensorFlow graphs, or eager execution (auto: eager below 2,000 train "
+                            "pairs, where tracing the graphs costs more than it saves)",
+                            choices=("auto", "graph", "eager"))
+
+
 class SiameseModel:
-    def __init__(self, data: QuoraFeatures, rnn: str = "lstm", *, epochs: int = 30, batch_size: int = 256,
-                 units: int = 64, patience: int = 4, bidirectional: bool = False, fine_tune: bool = False,
-                 with_features: bool = True, dense: int = 64, dropout: float = 0.2,
-                 learning_rate: float = 1e-3, pooling: str = "max", execution: str = "auto", seed: int = 42,
-                 verbose: int = 2, checkpoint_every_s: float | None = None, device: str = "auto",
-                 precision: str = "auto", gpus=None):
+    def __init__(self, data: QuoraFeatures, rnn: str = "lstm", *, seed: int = 42, verbose: int = 2,
+                 checkpoint_every_s: float | None = None, gpus=None, **options):
+        """``options``: fields of SiameseOptions (its defaults for those not given: each default once)."""
+        unknown = set(options) - {f.name for f in dataclasses.fields(SiameseOptions)}
+        if unknown:
+            raise TypeError(f"SiameseModel got unknown options {sorted(unknown)}")
+        o = dataclasses.replace(SiameseOptions(), **options)
+        epochs, batch_size, units, patience, bidirectional = o.epochs, o.batch_size, o.units, o.patience, o.bidirectional
+        fine_tune, with_features, dense, dropout = o.fine_tune, o.with_features, o.dense, o.dropout
+        learning_rate, pooling, execution, precision = o.learning_rate, o.pooling, o.execution, o.precision
+        device = o.device or "auto"
         if rnn not in ("lstm", "gru"):
             raise ValueError(f"unknown encoder {rnn!r}")
         if pooling not in ("last", "max"):
@@ -506,3 +542,18 @@ class SiameseModel:
             save_npz(fold_dir / "feature_scaler.npz", mean=fitted.feat_mean, std=fitted.feat_std)
         # The fold model is saved: the epoch checkpoints (each as large as the model) are no longer needed.
         discard(fold_dir)
+
+
+def build(data, options: SiameseOptions, ctx, rnn: str) -> SiameseModel:
+    """The CV model of the Siamese spec with encoder ``rnn`` (lstm / gru)."""
+    from pipelines.common.device import default_device
+
+    fields = dataclasses.asdict(options)
+    fields["device"] = options.device or default_device()
+    return SiameseModel(data.features, rnn=rnn, seed=ctx.seed,
+                        checkpoint_every_s=ctx.checkpoint_every_s, **fields)
+
+
+SPECS = [ModelSpec(name=f"siamese_{rnn}", options=SiameseOptions, build=functools.partial(build, rnn=rnn), group="siamese networks "
+                   "(siamese_lstm, siamese_gru)", help=f"Siamese {rnn.upper()} encoder on word2vec embeddings")
+         for rnn in ("lstm", "gru")]
