@@ -105,7 +105,7 @@ def test_cross_fitted_score_is_honest():
 
 def test_blend_stage_writes_a_model_run_and_a_valid_submission(binary_setup, capsys):
     y, folds, runs = binary_setup
-    assert cli(["blend", "--comp", "quora", "--source", "sample"]) == 0
+    assert cli(["blend", "--comp", "quora", "--source", "sample", "--method", "weights"]) == 0
     out = config.model_dir("quora", "sample", "blend")
     oof = pd.read_parquet(out / "oof.parquet")
     ref = pd.read_parquet(config.model_dir("quora", "sample", "good") / "oof.parquet")
@@ -137,12 +137,13 @@ def test_blend_stage_writes_a_model_run_and_a_valid_submission(binary_setup, cap
 
     # The same command again: nothing to do, no second file. (The CLI sets up its own log handler,
     # writing to the captured stderr.)
-    assert cli(["blend", "--comp", "quora", "--source", "sample"]) == 0
+    assert cli(["blend", "--comp", "quora", "--source", "sample", "--method", "weights"]) == 0
     log_text = capsys.readouterr().err
     assert "up to date" in log_text and "already written" in log_text
     assert len(list(config.submissions_dir("quora").glob("*.csv"))) == 1
     # Another option for the submission only: a new file, the blend itself untouched.
-    assert cli(["blend", "--comp", "quora", "--source", "sample", "--no-prior-correction", "--name", "raw"]) == 0
+    assert cli(["blend", "--comp", "quora", "--source", "sample", "--method", "weights", "--no-prior-correction",
+                "--name", "raw"]) == 0
     assert (config.submissions_dir("quora") / "raw.csv").exists()
 
 
@@ -248,3 +249,19 @@ def test_a_run_predicting_other_columns_is_refused(binary_setup):
     with pytest.raises(StageError, match=r"renamed predicts columns \['p_duplicate'\] but the task's are "
                                          r"\['is_duplicate'\]"):
         blend.load_runs(blend.finished_runs(config.models_dir("quora", "sample")), competitions.get("quora").task)
+
+
+def test_auto_fits_both_methods_and_uses_the_better(binary_setup, capsys):
+    assert cli(["blend", "--comp", "quora", "--source", "sample", "--no-submission"]) == 0
+    metrics = json.loads((config.model_dir("quora", "sample", "blend") / "metrics.json").read_text())
+    assert set(metrics["methods"]) == {"weights", "stack"}
+    assert metrics["method"] == min(metrics["methods"], key=metrics["methods"].get)
+    assert metrics["log_loss"] == pytest.approx(min(metrics["methods"].values()))
+
+
+def test_runs_patterns_select_what_is_blended(binary_setup, capsys):
+    assert cli(["blend", "--comp", "quora", "--source", "sample", "--runs", "go*,oth*", "--no-submission"]) == 0
+    params = json.loads((config.model_dir("quora", "sample", "blend") / "params.json").read_text())["params"]
+    assert params["models"] == ["good", "other"]
+    assert cli(["blend", "--comp", "quora", "--source", "sample", "--runs", "nothing*"]) == EXIT_STAGE_ERROR
+    assert "--runs nothing*: no finished run" in capsys.readouterr().err

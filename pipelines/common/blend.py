@@ -4,10 +4,13 @@ Reads every finished model run under ``models/<comp>/<source>/`` (a folder with 
 test.parquet; ``blend`` itself excluded), checks they were trained on the same rows, folds and
 targets, and fits a blend on their out-of-fold predictions:
 
-- ``--method weights`` (default): non-negative weights summing to 1, one per model, applied to the
+- ``--method weights``: non-negative weights summing to 1, one per model, applied to the
   probability rows (binary or multi-class), minimising log loss (SciPy SLSQP);
 - ``--method stack``: a logistic-regression stacker on the models' logits (binary) or
-  log-probabilities (multi-class).
+  log-probabilities (multi-class);
+- ``--method auto`` (default): both, each cross-fitted; the better OOF log loss is used and both are reported.
+
+``--runs 'lgbm*,siamese_gru-bag*'`` blends the runs matching the patterns (``--models``: exact names).
 
 Runs that ``make compare`` would flag as stale (trained on features, folds or data that changed since)
 are refused, each named with the command that re-trains it, unless ``--allow-stale`` (recorded in the
@@ -61,11 +64,14 @@ def competition_options(comp: str) -> dict:
 
 def add_arguments(parser: argparse.ArgumentParser, comp: str | None = None) -> None:
     """The stage's options; with ``comp``, also that competition's submission options (none without)."""
-    parser.add_argument("--method", choices=["weights", "stack"], default="weights",
-                        help="weights: non-negative weights summing to 1 (default); stack: logistic regression "
-                             "on the models' logits")
+    parser.add_argument("--method", choices=["auto", "weights", "stack"], default="auto",
+                        help="weights: non-negative weights summing to 1; stack: logistic regression on the models' "
+                             "logits; auto (default): fit both, report both cross-fitted scores, use the better")
+    parser.add_argument("--runs", default=None, metavar="PATTERNS",
+                        help="comma-separated run names or shell patterns to blend, e.g. 'lgbm*,siamese_gru-bag*' "
+                             "(default: every finished run)")
     parser.add_argument("--models", default=None,
-                        help="comma-separated subset of the trained models to blend (default: every finished one)")
+                        help="comma-separated run names to blend (exact names; --runs takes patterns)")
     parser.add_argument("--stack-C", type=float, default=1.0, help="inverse regularisation of the stacker")
     parser.add_argument("--name", default=None,
                         help="submission file name (default: <source>-blend-<method>-<timestamp>)")
@@ -88,7 +94,9 @@ def finished_runs(models_root: Path, subset: list[str] | None = None) -> dict[st
     """{model name: folder} of runs with both oof.parquet and test.parquet, in name order."""
     runs = {}
     if models_root.is_dir():
-        for d in sorted(p for p in models_root.iterdir() if p.is_dir() and p.name != BLEND):
+        # dot-folders are working files (a tuner's trials), not runs
+        for d in sorted(p for p in models_root.iterdir() if p.is_dir() and p.name != BLEND
+                        and not p.name.startswith(".")):
             if (d / "oof.parquet").exists() and (d / "test.parquet").exists():
                 runs[d.name] = d
             else:
@@ -301,6 +309,37 @@ def report_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def select_runs(runs: dict[str, Path], patterns: str | None, models_root: Path) -> dict[str, Path]:
+    """The runs whose names match one of the comma-separated shell ``patterns`` (every run when None)."""
+    if not patterns:
+        return runs
+    import fnmatch
+
+    wanted = [p.strip() for p in patterns.split(",") if p.strip()]
+    empty = [p for p in wanted if not fnmatch.filter(runs, p)]
+    if empty:
+        raise StageError(f"--runs {', '.join(empty)}: no finished run in {models_root} matches (finished: "
+                         f"{', '.join(runs) or 'none'})")
+    return {name: path for name, path in runs.items() if any(fnmatch.fnmatchcase(name, p) for p in wanted)}
+
+
+def choose_blend(data: dict, method: str, stack_C: float = 1.0) -> dict:
+    """``blend_runs`` by ``method``; ``auto``: both methods, the better cross-fitted OOF log loss wins (both
+    scores in the metrics' ``methods``)."""
+    if method != "auto":
+        return blend_runs(data, method, stack_C)
+    results = {m: blend_runs(data, m, stack_C) for m in ("weights", "stack")}
+    best = min(results, key=lambda m: results[m]["metrics"]["log_loss"])
+    scores = {m: r["metrics"]["log_loss"] for m, r in results.items()}
+    log.info("blend methods, cross-fitted OOF log loss: %s; using %s",
+             ", ".join(f"{m} {v:.5f}" for m, v in scores.items()), best)
+    chosen = results[best]
+    chosen["metrics"]["methods"] = scores
+    chosen["params"]["methods"] = scores
+    chosen["params"]["chosen_by"] = "auto: the better cross-fitted OOF log loss"
+    return chosen
+
+
 def submission_name(source: str, method: str) -> str:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return f"{config.source_label(source)}-blend-{method}-{stamp}"
@@ -366,12 +405,13 @@ def write_blend_submission(args: argparse.Namespace, out_dir: Path, runs: dict[s
                     "submission's record (--strict refuses instead)", len(filled),
                     ", ".join(f"{c} {p:.4f}" for c, p in zip(classes, prior)), shown)
     df = known.submission.to_submission(test, args)
-    path = write_submission(comp, df, args.name or submission_name(source, args.method), source)
+    chosen = read_json(out_dir / "metrics.json").get("method", args.method)
+    path = write_submission(comp, df, args.name or submission_name(source, chosen), source)
     blend_record = read_json(out_dir / "run.json") if (out_dir / "run.json").exists() else {}
     provenance.write_record(
         path, comp, source,
         runs={name: provenance.run_entry(d) for name, d in (runs or {}).items()},
-        blend={"path": provenance.run_entry(out_dir)["path"], "method": args.method,
+        blend={"path": provenance.run_entry(out_dir)["path"], "method": chosen,
                "finished": blend_record.get("finished")},
         filled={"count": len(filled), "ids": filled[:1000], "value": dict(zip(classes, prior.tolist()))},
         stale_allowed=stale_allowed, options=options)
@@ -385,12 +425,12 @@ def main(args: argparse.Namespace) -> int:
     task = competitions.get(comp).task
     models_root = config.models_dir(comp, source)
     subset = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
-    runs = finished_runs(models_root, subset)
+    runs = select_runs(finished_runs(models_root, subset), getattr(args, "runs", None), models_root)
     if not runs:
         raise StageError(f"no finished models in {models_root}: run `make train COMP={comp} SOURCE={source}` first")
     out_dir = config.model_dir(comp, source, BLEND)
     params = {"method": args.method, "models": list(runs), "seed": args.seed,
-              "stack_C": args.stack_C if args.method == "stack" else None}
+              "stack_C": args.stack_C if args.method in ("stack", "auto") else None}
     stale = stale_models(comp, source, set(runs), environment=False)
     # Another environment is a warning only: read from each run's record, without a second staleness pass.
     other_env = {}
@@ -424,7 +464,7 @@ def main(args: argparse.Namespace) -> int:
         log.info("blending %d model(s) of %s/%s by %s: %s", len(runs), comp, config.source_label(source),
                  args.method, ", ".join(runs))
         data = load_runs(runs, task)
-        result = blend_runs(data, args.method, args.stack_C)
+        result = choose_blend(data, args.method, args.stack_C)
         write_blend_run(out_dir, data, result, comp, source, args.seed, started, input_fingerprints(deps), stale)
         stage.done()
         metrics = result["metrics"]

@@ -33,7 +33,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
@@ -130,13 +130,16 @@ def pred_columns(df: pd.DataFrame, task: Task | None = None) -> list[str]:
 def run_cv(model: CVModel, *, comp: str, source: str, out_dir: Path, y: np.ndarray, folds: np.ndarray,
            train_ids: np.ndarray, test_ids: np.ndarray | None, task: Task | str,
            class_names: Sequence[str] | None = None, seed: int, inputs: dict | None = None, resume: bool = True, only_folds: Sequence[int] | None = None,
-           progress: bool = True, fit_exclude: np.ndarray | None = None) -> dict:
+           progress: bool = True, fit_exclude: np.ndarray | None = None,
+           on_fold: Callable[[int, dict], None] | None = None) -> dict:
     """Run K-fold CV of ``model`` and write its predictions, metrics and record into out_dir.
 
     Per-fold results are checkpointed to ``out_dir/folds/fold_<k>.npz``; with ``resume`` a fold
     whose checkpoint matches the current parameters is not fitted again.
     ``inputs`` (name -> fingerprint) is recorded so a later comparison can flag stale models.
     Fold id -1 marks a fit-only row; ``fit_exclude[i, k]`` keeps row i out of fold k's training part.
+    ``on_fold(k, fold_score)`` is called after each fold fitted here (a tuner's pruning hook: it may raise to
+    stop the run, which keeps the finished folds' checkpoints).
     """
     task = as_task(task, class_names)
     out_dir = Path(out_dir)
@@ -194,6 +197,8 @@ def run_cv(model: CVModel, *, comp: str, source: str, out_dir: Path, y: np.ndarr
             arrays["test_pred"] = np.asarray(test_pred)
         save_npz(ckpt, **arrays)
         del fitted
+        if on_fold is not None:
+            on_fold(k, fold_score)
 
     done = [k for k in range(n_folds) if (folds_dir / f"fold_{k}.npz").exists()]
     if len(done) < n_folds:

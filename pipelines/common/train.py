@@ -27,6 +27,7 @@ from pipelines.common.stage import Stage
 
 log = logging.getLogger(__name__)
 RUN_OUTS = ("oof.parquet", "metrics.json", "params.json", "run.json")
+BLEND_RUN = "blend"  # the blend stage's own run folder
 
 
 def add_arguments(parser: argparse.ArgumentParser, comp: str | None = None) -> None:
@@ -38,6 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser, comp: str | None = None) -> N
                              + ("" if names else "; `--comp <name> --help` lists them and their options"))
     parser.add_argument("--no-resume", "--force", dest="no_resume", action="store_true",
                         help="refit every fold, ignoring the finished run and earlier checkpoints")
+    parser.add_argument("--run", default=None, metavar="NAME",
+                        help="the run's folder name under models/<comp>/<source>/ (default: the model's name); "
+                             "runs of one model with other options or seeds sit side by side and blend")
+    parser.add_argument("--seeds", default=None, metavar="S1,S2,...",
+                        help="train one run per seed (<run>-seed<S>) and a bagged run (<run>-bag<N>) averaging "
+                             "their out-of-fold and test predictions")
     parser.add_argument("--checkpoint-every", type=float, default=None, metavar="SECONDS",
                         help=f"seconds between the resumable checkpoints of a network's fit (default "
                              f"{config.CHECKPOINT_EVERY_S:.0f}; 0: after every epoch); one is always written when "
@@ -82,25 +89,41 @@ def parse_args(comp: str, argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(["train", "--comp", comp, *argv])
 
 
-def train_model(comp, name: str, args: argparse.Namespace, ctx: RunContext | None = None) -> dict:
-    """Train one model through the CV engine, unless its finished run is up to date; its metrics. The run's
-    folder is locked meanwhile: a second process on it stops at once (other models train side by side)."""
+def train_model(comp, name: str, args: argparse.Namespace, ctx: RunContext | None = None, *, run: str | None = None,
+                overrides: dict | None = None, on_fold=None) -> dict:
+    """Train one model through the CV engine, unless its finished run is up to date; its metrics.
+
+    ``run``: the run's folder name (default ``--run``, else the model's); ``overrides``: option values over the
+    command line's (a tuner's trial); ``on_fold(k, score)``: called after each fold (a tuner's pruning hook).
+    The run's folder is locked meanwhile: a second process on it stops at once (other runs train side by side).
+    """
     ctx = ctx or run_context(args, comp)
     spec, options = model_options(comp, name, args, ctx)
+    if overrides:
+        options = dataclasses.replace(options, **overrides)
     data = comp.train_data(args.source, spec, options, ctx)
-    run = spec.folder_name(options)
+    run = run or getattr(args, "run", None) or spec.folder_name(options)
+    check_run_name(run)
     out_dir = config.model_dir(comp.name, args.source, run)
     with output_lock(out_dir, f"train {run}"):
-        return _train_locked(comp, spec, options, data, run, out_dir, args, ctx)
+        return _train_locked(comp, spec, options, data, run, out_dir, args, ctx, on_fold)
 
 
-def _train_locked(comp, spec, options, data, run: str, out_dir, args: argparse.Namespace, ctx: RunContext) -> dict:
+def check_run_name(run: str) -> str:
+    if not run or run in (".", "..") or "/" in run or "\\" in run or run.startswith(".") or run == BLEND_RUN:
+        raise StageError(f"--run {run!r}: use a plain folder name (no '/', not starting with '.', not "
+                         f"{BLEND_RUN!r})")
+    return run
+
+
+def _train_locked(comp, spec, options, data, run: str, out_dir, args: argparse.Namespace, ctx: RunContext,
+                  on_fold=None) -> dict:
     inputs = input_fingerprints(data.inputs)
     outs = list(RUN_OUTS) + (["test.parquet"] if data.test_ids is not None else [])
     stage = Stage("train", out_dir, deps=data.inputs, outs=outs,
                   params={"model": run, "options": dataclasses.asdict(options), "seed": ctx.seed,
                           "inputs": inputs, "data": data.extra_params})
-    if not args.no_resume and stage.up_to_date():
+    if not getattr(args, "no_resume", False) and stage.up_to_date():
         log.info("%s: up to date (%s): options, seed and features unchanged since its finished run; nothing to do "
                  "(--force refits it)", run, out_dir)
         return {"complete": True, "skipped": True, **load_metrics(out_dir), "run": run}
@@ -111,7 +134,8 @@ def _train_locked(comp, spec, options, data, run: str, out_dir, args: argparse.N
         model.params = {**model.params, "data": data.extra_params}
     result = run_cv(model, comp=comp.name, source=args.source, out_dir=out_dir, y=data.y, folds=data.folds,
                     train_ids=data.train_ids, test_ids=data.test_ids, task=comp.task, seed=ctx.seed,
-                    inputs=inputs, resume=not args.no_resume, fit_exclude=data.fit_exclude)
+                    inputs=inputs, resume=not getattr(args, "no_resume", False), fit_exclude=data.fit_exclude,
+                    on_fold=on_fold)
     if result.get("complete"):
         stage.done()
     return {**result, "run": run}
@@ -127,13 +151,54 @@ def train_models(args: argparse.Namespace) -> dict[str, dict]:
     comp = competitions.get(args.comp)
     ctx = run_context(args, comp)
     names = comp.model_names_for_all(ctx) if args.model == "all" else [args.model]
+    seeds = parse_seeds(getattr(args, "seeds", None))
+    if getattr(args, "run", None) and len(names) > 1:
+        raise StageError("--run names one run: use it with --model <name>, not --model all")
     results = {}
     for i, name in enumerate(names, 1):
         log.info("training %s (%d of %d) on %s/%s", name, i, len(names), comp.name, ctx.source_label)
+        if seeds:
+            results.update(train_seed_bag(comp, name, args, seeds))
+            continue
         result = train_model(comp, name, args, ctx)
         results[result["run"]] = result
     done = {n: r for n, r in results.items() if r.get("complete")}
     if len(done) > 1:
         log.info("%s/%s CV log loss: %s", comp.name, ctx.source_label,
                  ", ".join(f"{n} {r['log_loss']:.5f}" for n, r in done.items()))
+    return results
+
+
+def parse_seeds(text: str | None) -> list[int]:
+    if not text:
+        return []
+    try:
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise StageError(f"--seeds {text!r}: give integers separated by commas, e.g. --seeds 42,43,44") from None
+    if len(seeds) < 2 or len(set(seeds)) != len(seeds):
+        raise StageError(f"--seeds {text!r}: give two or more different seeds")
+    return seeds
+
+
+def train_seed_bag(comp, name: str, args: argparse.Namespace, seeds: list[int]) -> dict[str, dict]:
+    """One run per seed (``<run>-seed<S>``), then the bagged run (``<run>-bag<N>``) averaging their predictions."""
+    base_ctx = run_context(args, comp)
+    spec, options = model_options(comp, name, args, base_ctx)
+    base = getattr(args, "run", None) or spec.folder_name(options)
+    results, members = {}, []
+    for seed in seeds:
+        seeded = argparse.Namespace(**{**vars(args), "seed": seed, "run": None})
+        ctx = run_context(seeded, comp)
+        result = train_model(comp, name, seeded, ctx, run=f"{base}-seed{seed}")
+        results[result["run"]] = result
+        members.append(result["run"])
+    if not all(r.get("complete") for r in results.values()):
+        log.info("%s: %d of %d seeds finished; run the same command again to finish them and bag them", base,
+                 sum(bool(r.get("complete")) for r in results.values()), len(seeds))
+        return results
+    from pipelines.common.bagging import bag_runs
+
+    bag = f"{base}-bag{len(seeds)}"
+    results[bag] = bag_runs(comp, args.source, bag, members, model=name)
     return results
