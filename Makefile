@@ -11,7 +11,10 @@ PY := $(VENV)/bin/python
 PYTHON_BOOT ?= $(shell command -v python3.11 || command -v python3)
 export KERAS_HOME ?= $(CURDIR)/.keras
 export TF_CPP_MIN_LOG_LEVEL ?= 2
-RUN := $(PY) -m pipelines
+PIPELINE := $(PY) -m pipelines
+# RUN=<name>: the run folder of `make train` (default: the model's name); SEEDS=42,43,44: a run per seed and their bag.
+RUN ?=
+SEEDS ?=
 # The competitions, from the registry (pipelines/competitions.py); read when a recipe runs, after setup.
 COMPS = $(shell $(PY) -m pipelines.competitions)
 
@@ -58,30 +61,30 @@ lock: ## regenerate requirements.lock and requirements-gpu.lock from pyproject.t
 	$(LOCK_VENV)/bin/python -m uv pip compile pyproject.toml --extra gpu --no-emit-package tensorflow-cpu $(LOCK_ARGS) -o requirements-gpu.lock
 
 data: $(VENV)/.installed ## get a competition's raw data: COMP=quora|cervix SOURCE=sample|kaggle|<path>
-	$(RUN) data --comp $(COMP) --source $(SOURCE) $(ARGS)
+	$(PIPELINE) data --comp $(COMP) --source $(SOURCE) $(ARGS)
 
 features: $(VENV)/.installed ## build cached model inputs from the raw data (COMP, SOURCE)
-	$(RUN) features --comp $(COMP) --source $(SOURCE) $(ARGS)
+	$(PIPELINE) features --comp $(COMP) --source $(SOURCE) $(ARGS)
 
-train: $(VENV)/.installed ## K-fold train a model: MODEL=<name>|all (COMP, SOURCE); ARGS for model options
-	$(RUN) train --comp $(COMP) --source $(SOURCE) --model $(MODEL) $(ARGS)
+train: $(VENV)/.installed ## K-fold train a model: MODEL=<name>|all (COMP, SOURCE; RUN=<name>, SEEDS=42,43,44); ARGS for model options
+	$(PIPELINE) train --comp $(COMP) --source $(SOURCE) --model $(MODEL)$(if $(RUN), --run $(RUN))$(if $(SEEDS), --seeds $(SEEDS)) $(ARGS)
 
 blend: $(VENV)/.installed ## OOF-fitted blend of the trained models and a leaderboard CSV in submissions/
-	$(RUN) blend --comp $(COMP) --source $(SOURCE) $(ARGS)
+	$(PIPELINE) blend --comp $(COMP) --source $(SOURCE) $(ARGS)
 
 submit: $(VENV)/.installed ## upload to Kaggle: SOURCE=kaggle FILE=submissions/<comp>/<name>.csv MESSAGE="..."
-	$(RUN) submit --comp $(COMP) --source $(SOURCE) --file "$(FILE)" --message "$(MESSAGE)" $(ARGS)
+	$(PIPELINE) submit --comp $(COMP) --source $(SOURCE) --file "$(FILE)" --message "$(MESSAGE)" $(ARGS)
 
 compare: $(VENV)/.installed ## side-by-side report of every model and baseline (COMP, SOURCE)
-	$(RUN) compare --comp $(COMP) --source $(SOURCE) $(ARGS)
+	$(PIPELINE) compare --comp $(COMP) --source $(SOURCE) $(ARGS)
 
 all: $(VENV)/.installed ## whole pipeline on the built-in sample, both competitions (no credentials, no network)
 	@set -e; for c in $(COMPS); do \
-	  $(RUN) data --comp $$c --source sample; \
-	  $(RUN) features --comp $$c --source sample; \
-	  $(RUN) train --comp $$c --source sample --model all; \
-	  $(RUN) blend --comp $$c --source sample; \
-	  $(RUN) compare --comp $$c --source sample; \
+	  $(PIPELINE) data --comp $$c --source sample; \
+	  $(PIPELINE) features --comp $$c --source sample; \
+	  $(PIPELINE) train --comp $$c --source sample --model all; \
+	  $(PIPELINE) blend --comp $$c --source sample; \
+	  $(PIPELINE) compare --comp $$c --source sample; \
 	done
 
 test: $(VENV)/.installed ## run the test suite
