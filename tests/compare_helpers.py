@@ -77,6 +77,80 @@ class NoisyOracleModel:
         pass
 
 
+class CalibratedModel:
+    """Fixed OOF probabilities, perfectly calibrated by construction (``calibrated_data``), or sharpened
+    (``sharpen`` > 1: over-confident) to stage a badly calibrated run."""
+
+    def __init__(self, name: str, probs: np.ndarray, sharpen: float = 1.0):
+        self.name, self.params = name, {"sharpen": sharpen}
+        p = np.asarray(probs, dtype=np.float64)
+        if sharpen != 1.0:
+            p = p ** sharpen
+            p = p / p.sum(axis=1, keepdims=True)
+        self.oof = p[:, 1] if p.shape[1] == 2 else p
+
+    def fit(self, fold, train_idx, valid_idx, fold_dir):
+        return None
+
+    def predict_valid(self, model, valid_idx):
+        return self.oof[valid_idx]
+
+    def predict_test(self, model):
+        return None
+
+    def save(self, model, fold_dir):
+        pass
+
+
+def calibrated_data(comp: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, class probabilities) with every label drawn from its row's probabilities: a model that
+    predicts those probabilities is perfectly calibrated (up to sampling noise)."""
+    rng = np.random.default_rng(seed)
+    k = 2 if comp == "quora" else 3
+    probs = rng.dirichlet(np.ones(k), size=n)
+    y = (rng.random((n, 1)) > probs.cumsum(axis=1)).sum(axis=1).astype(np.int64)
+    return y, probs
+
+
+class TinyLightGBM:
+    """A real LightGBM model on a tiny design matrix, saving each fold's booster as
+    ``folds/fold_<k>/model.txt`` as the pipeline's LightGBM models do. Feature ``signal`` carries the label
+    (plus noise), ``weak_signal`` a little of it, the rest is noise: ``signal`` must rank first by gain."""
+
+    FEATURES = ("noise_a", "weak_signal", "noise_b", "signal", "noise_c")
+
+    def __init__(self, name: str, y: np.ndarray, n_classes: int, seed: int = 0):
+        import lightgbm  # noqa: F401  (fail here, not in a fold, when it is missing)
+
+        rng = np.random.default_rng(seed)
+        n = len(y)
+        self.name, self.y, self.n_classes = name, y, n_classes
+        self.params = {"num_leaves": 4, "num_boost_round": 15}
+        columns = {"noise_a": rng.standard_normal(n), "weak_signal": y + 3.0 * rng.standard_normal(n),
+                   "noise_b": rng.standard_normal(n), "signal": y + 0.3 * rng.standard_normal(n),
+                   "noise_c": rng.standard_normal(n)}
+        self.x = np.column_stack([columns[f] for f in self.FEATURES])
+
+    def fit(self, fold, train_idx, valid_idx, fold_dir):
+        import lightgbm as lgb
+
+        params = {"objective": "binary" if self.n_classes == 2 else "multiclass", "num_leaves": 4,
+                  "learning_rate": 0.2, "min_data_in_leaf": 5, "verbose": -1, "seed": fold, "num_threads": 1}
+        if self.n_classes > 2:
+            params["num_class"] = self.n_classes
+        data = lgb.Dataset(self.x[train_idx], label=self.y[train_idx], feature_name=list(self.FEATURES))
+        return lgb.train(params, data, num_boost_round=15)
+
+    def predict_valid(self, model, valid_idx):
+        return model.predict(self.x[valid_idx])
+
+    def predict_test(self, model):
+        return None
+
+    def save(self, model, fold_dir):
+        model.save_model(str(Path(fold_dir) / "model.txt"))
+
+
 class AverageBlend:
     """Weighted average of trained models' OOF predictions, in the blend's params format
     (``models`` and ``weights``)."""

@@ -19,8 +19,8 @@ from pipelines.common.io import read_json, write_json
 from pipelines.common.log import StageError
 from pipelines.common.records import input_fingerprints
 
-from compare_helpers import (CLASS_NAMES, FakeProjects, NoisyOracleModel, point_config, prior_log_loss, set_finished,
-                             train_fake)
+from compare_helpers import (CLASS_NAMES, CalibratedModel, FakeProjects, NoisyOracleModel, TinyLightGBM,
+                             calibrated_data, point_config, prior_log_loss, set_finished, train_fake)
 
 EXPECTED = ("strong", "weak", "nn", "lstm")  # lstm is never trained: it must be reported missing
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -221,7 +221,8 @@ def test_model_trained_on_other_rows_is_flagged_not_comparable(quora_models):
 def test_quora_figures_written_and_non_empty(quora_models):
     report = compare.compare("quora", "sample", EXPECTED)
     out = config.reports_dir("quora", "sample")
-    assert report["figures"] == ["scores.png", "roc.png", "learning_curve_nn.png"]
+    assert report["figures"] == ["scores.png", "roc.png", "calibration.png", "oof_correlation.png",
+                                 "learning_curve_nn.png"]
     for name in report["figures"]:
         data = (out / name).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 5000, name
@@ -236,7 +237,8 @@ def test_quora_figures_written_and_non_empty(quora_models):
 def test_cervix_figures_and_confusion_counts(cervix_models):
     report = compare.compare("cervix", "sample", EXPECTED)
     out = config.reports_dir("cervix", "sample")
-    assert report["figures"] == ["scores.png", "confusion.png", "learning_curve_nn.png"]
+    assert report["figures"] == ["scores.png", "confusion.png", "calibration.png", "oof_correlation.png",
+                                 "learning_curve_nn.png"]
     for name in report["figures"]:
         assert (out / name).read_bytes().startswith(PNG_MAGIC) and (out / name).stat().st_size > 5000
     oof, _ = load_predictions(config.model_dir("cervix", "sample", "strong"))
@@ -254,6 +256,148 @@ def test_roc_points_match_the_recorded_auc(quora_models):
     assert curve["auc"] == pytest.approx(read_json(config.model_dir("quora", "sample", "weak") / "metrics.json")["auc"])
     assert curve["fpr"][0] == 0 and curve["fpr"][-1] == 1 and curve["tpr"][-1] == 1
     assert np.all(np.diff(curve["tpr"]) >= 0)
+
+
+# --- calibration, OOF correlation, LightGBM importance ----------------------------------------------------------
+
+@pytest.mark.parametrize("comp", ["quora", "cervix"])
+def test_calibration_of_a_calibrated_run_lies_on_the_diagonal(project, comp):
+    y, probs = calibrated_data(comp, 3000)
+    train_fake(comp, "sample", CalibratedModel("calibrated", probs), y)
+    train_fake(comp, "sample", CalibratedModel("overconfident", probs, sharpen=3.0), y)
+    report = compare.compare(comp, "sample", None)
+    calibration = report["calibration"]
+    assert calibration["what"] == ("positive class is_duplicate" if comp == "quora"
+                                   else "every class one-vs-rest, pooled")
+    curves = {c["model"]: c for c in calibration["curves"]}
+    assert set(curves) == {"calibrated", "overconfident"}
+    good, bad = curves["calibrated"], curves["overconfident"]
+    assert good["n"] == len(y) * (1 if comp == "quora" else 3)  # multi-class: one pair per row and class
+    assert len(good["prob_pred"]) == compare.CALIBRATION_BINS
+    gaps = np.abs(np.array(good["prob_true"]) - np.array(good["prob_pred"]))
+    assert gaps.max() < 0.08 and good["gap"] < 0.03  # on the diagonal, up to sampling noise
+    assert bad["gap"] > 0.08  # a sharpened run is far from it
+    # quantile bins: each holds about a tenth of the predictions, so the bin means spread over [0, 1]
+    assert good["prob_pred"][0] < 0.1 and good["prob_pred"][-1] > 0.7
+    assert sum(good["hist_fraction"]) == pytest.approx(1.0)
+    assert good["hist_fraction"][0] == pytest.approx(np.mean(calibration_pooled(comp, probs) < 0.05))
+    out = config.reports_dir(comp, "sample")
+    assert "calibration.png" in report["figures"]
+    assert (out / "calibration.png").read_bytes().startswith(PNG_MAGIC)
+    assert "![calibration](calibration.png)" in (out / "comparison.md").read_text()
+    saved = read_json(out / "comparison.json")["calibration"]["curves"]
+    assert saved[0]["prob_true"] == pytest.approx(report["calibration"]["curves"][0]["prob_true"])
+
+
+def calibration_pooled(comp, probs):
+    return probs[:, 1] if comp == "quora" else probs.ravel()
+
+
+def test_calibration_lines_are_capped_and_keep_the_blend():
+    ranked = [f"m{i}" for i in range(10)] + ["blend"]
+    assert compare._with_blend(ranked, {"blend"}, 6) == ["m0", "m1", "m2", "m3", "m4", "blend"]
+    assert compare._with_blend(["blend", "a", "b"], {"blend"}, 2) == ["blend", "a"]
+    assert compare._with_blend(["a", "b", "c"], set(), 2) == ["a", "b"]
+
+
+@pytest.mark.parametrize("comp", ["quora", "cervix"])
+def test_oof_correlation_aligns_runs_on_their_ids(project, fake_projects, comp):
+    import pandas as pd
+
+    built = fake_projects.copy_into(project, comp)
+    models = config.models_dir(comp, "sample")
+    shutil.copytree(models / "strong", models / "strong_copy")
+    oof_path = models / "strong_copy" / "oof.parquet"
+    pd.read_parquet(oof_path).sample(frac=1.0, random_state=0).to_parquet(oof_path, index=False)  # other row order
+    y = built["y"][:100]
+    train_fake(comp, "sample", NoisyOracleModel("subset", y, 2 if comp == "quora" else 3, 1.0), y)
+
+    report = compare.compare(comp, "sample", EXPECTED)
+    corr = report["oof_correlation"]
+    names = corr["runs"]
+    assert set(names) == {"strong", "strong_copy", "weak", "nn", "blend"}
+    assert corr["left_out"] == {"subset": "validated on other rows than the others"}
+    assert corr["n_rows"] == len(built["y"])
+    matrix = np.array(corr["matrix"])
+    assert np.allclose(np.diag(matrix), 1.0) and np.allclose(matrix, matrix.T)
+    at = {n: i for i, n in enumerate(names)}
+    assert matrix[at["strong"], at["strong_copy"]] == pytest.approx(1.0)  # the same predictions, shuffled rows
+    columns = CLASS_NAMES[comp]
+
+    def vector(name):
+        return pd.read_parquet(models / name / "oof.parquet").sort_values("id")[columns].to_numpy().ravel()
+
+    expected = np.corrcoef(vector("strong"), vector("weak"))[0, 1]
+    assert matrix[at["strong"], at["weak"]] == pytest.approx(expected)
+    assert expected < 0.95  # independent noise: clearly below 1
+    assert "oof_correlation.png" in report["figures"]
+    out = config.reports_dir(comp, "sample")
+    assert (out / "oof_correlation.png").read_bytes().startswith(PNG_MAGIC)
+    assert read_json(out / "comparison.json")["oof_correlation"]["runs"] == names
+
+
+@pytest.mark.parametrize("comp", ["quora", "cervix"])
+def test_lightgbm_importance_names_the_strongest_feature_first(project, fake_projects, comp):
+    lightgbm = pytest.importorskip("lightgbm")
+    built = fake_projects.copy_into(project, comp)
+    y = built["y"]
+    train_fake(comp, "sample", TinyLightGBM("lgbm", y, 2 if comp == "quora" else 3), y)
+    # a model.txt that is no LightGBM model: detected by its content, not by the run's name
+    (config.model_dir(comp, "sample", "weak") / "folds" / "fold_0" / "model.txt").write_text("C=1.0\n")
+
+    report = compare.compare(comp, "sample", EXPECTED)
+    assert list(report["feature_importance"]) == ["lgbm"]
+    table = report["feature_importance"]["lgbm"]
+    assert table["n_folds"] == config.N_FOLDS and table["importance"] == "gain"
+    features = [f["feature"] for f in table["features"]]
+    assert features[0] == "signal" and sorted(features) == sorted(TinyLightGBM.FEATURES)
+    gains = [f["gain"] for f in table["features"]]
+    assert gains == sorted(gains, reverse=True)
+    assert sum(f["share"] for f in table["features"]) == pytest.approx(1.0)
+    # the mean and std over the fold models, as LightGBM itself reports each fold's gain
+    folds = config.model_dir(comp, "sample", "lgbm") / "folds"
+    per_fold = []
+    for k in range(config.N_FOLDS):
+        booster = lightgbm.Booster(model_file=str(folds / f"fold_{k}" / "model.txt"))
+        per_fold.append(dict(zip(booster.feature_name(), booster.feature_importance("gain"))))
+    signal = [g["signal"] for g in per_fold]
+    assert table["features"][0]["gain"] == pytest.approx(np.mean(signal))
+    assert table["features"][0]["gain_std"] == pytest.approx(np.std(signal))
+    assert len(compare.lightgbm_importance(folds.parent, top=2)["features"]) == 2
+
+    out = config.reports_dir(comp, "sample")
+    assert "importance_lgbm.png" in report["figures"]
+    assert (out / "importance_lgbm.png").read_bytes().startswith(PNG_MAGIC)
+    assert "![importance_lgbm](importance_lgbm.png)" in (out / "comparison.md").read_text()
+    saved = read_json(out / "comparison.json")["feature_importance"]["lgbm"]["features"]
+    assert [f["feature"] for f in saved] == features
+    # the run gone: its picture leaves the report folder too
+    shutil.rmtree(config.model_dir(comp, "sample", "lgbm"))
+    assert compare.compare(comp, "sample", EXPECTED)["feature_importance"] == {}
+    assert not (out / "importance_lgbm.png").exists()
+
+
+def test_a_failing_new_figure_is_a_warning_not_a_lost_report(quora_models, monkeypatch, caplog):
+    from pipelines.common import plots
+
+    compare.compare("quora", "sample", EXPECTED)
+    out = config.reports_dir("quora", "sample")
+    assert (out / "calibration.png").exists()
+
+    def broken(*args, **kwargs):
+        raise ValueError("no room")
+
+    monkeypatch.setattr(plots, "plot_calibration_curves", broken)
+    monkeypatch.setattr(compare, "oof_correlation", broken)
+    with caplog.at_level(logging.WARNING):
+        report = compare.compare("quora", "sample", EXPECTED)
+    assert "calibration.png" not in report["figures"] and "oof_correlation.png" not in report["figures"]
+    assert report["figures"] == ["scores.png", "roc.png", "learning_curve_nn.png"]
+    assert "figure calibration.png failed: ValueError: no room" in caplog.text
+    assert "oof_correlation failed: ValueError: no room" in caplog.text
+    assert not (out / "calibration.png").exists()  # an old picture would no longer match the table
+    assert report["calibration"]["curves"]  # the data is still in the report
+    assert "| strong |" in (out / "comparison.md").read_text().replace("| 1 | strong |", "| strong |")
 
 
 def test_markdown_is_written_atomically(quora_models, monkeypatch):
@@ -348,7 +492,7 @@ def test_reads_the_real_blend_stage_output(quora_models, monkeypatch, capsys, re
     pytest.importorskip("pipelines.common.blend")
     from pipelines.__main__ import main
 
-    assert main(["blend", "--comp", "quora", "--source", "sample", "--no-submission"]) == 0
+    assert main(["blend", "--comp", "quora", "--source", "sample", "--no-submission", "--method", "weights"]) == 0
     params = read_json(config.model_dir("quora", "sample", "blend") / "params.json")
     members = compare.blend_members(params)
     assert set(members) == {"strong", "weak", "nn"} and sum(members.values()) == pytest.approx(1.0)

@@ -143,3 +143,106 @@ def plot_confusion_matrices(panels: list[dict], class_names, path: Path, title: 
     fig.suptitle(title or "confusion matrices (out-of-fold)")
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def plot_calibration_curves(curves: list[dict], path: Path, title: str = "") -> Path:
+    """Reliability diagram: each curve's mean predicted probability against the observed frequency per
+    (quantile) bin, the diagonal of perfect calibration, and below it the share of predictions per
+    probability bin. The legend gives each curve's expected calibration error (ECE: the bins' gaps
+    weighted by their size).
+
+    curves: [{"model", "kind": "model"|"blend", "prob_pred", "prob_true", "gap", "hist_edges", "hist_fraction"}].
+    """
+    import numpy as np
+
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(6.5, 7.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="perfectly calibrated")
+    for c in curves:
+        blend = c.get("kind") == "blend"
+        line, = ax.plot(c["prob_pred"], c["prob_true"], marker="o", ms=3.5, lw=2.2 if blend else 1.4,
+                        label=f"{c['model']} (ECE {c['gap']:.3f})")
+        hist.stairs(np.asarray(c["hist_fraction"]), np.asarray(c["hist_edges"]), color=line.get_color(),
+                    lw=2.2 if blend else 1.2)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("observed frequency of the class")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(title or "calibration (out-of-fold)")
+    hist.set_xlabel("mean predicted probability (per quantile bin); histogram: predicted probability")
+    hist.set_ylabel("share of\npredictions")
+    hist.grid(alpha=0.3)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_correlation_heatmap(names: list[str], matrix, path: Path, title: str = "") -> Path:
+    """Annotated heatmap of a symmetric correlation matrix, one row and column per run."""
+    import numpy as np
+
+    matrix = np.asarray(matrix, dtype=np.float64)
+    n = max(len(names), 1)
+    size = 1.6 + 0.62 * n
+    fig, ax = plt.subplots(figsize=(size + 1.2, size))
+    low = float(np.nanmin(matrix)) if matrix.size else 0.0
+    image = ax.imshow(matrix, cmap="viridis", vmin=min(low, 0.99), vmax=1.0)
+    threshold = (min(low, 0.99) + 1.0) / 2
+    for i in range(len(names)):
+        for j in range(len(names)):
+            ax.text(j, i, f"{matrix[i, j]:.3f}", ha="center", va="center", fontsize=8 if n <= 10 else 6,
+                    color="black" if matrix[i, j] > threshold else "white")
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(names)))
+    ax.set_yticklabels(names, fontsize=8)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="Pearson correlation")
+    ax.set_title(title or "correlation of the out-of-fold predictions")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_feature_importance(features: list[dict], path: Path, title: str = "") -> Path:
+    """Horizontal bars of the mean gain over the folds (largest on top), ± std over the folds as error bars.
+
+    features: [{"feature", "gain", "gain_std", "share"}] largest first.
+    """
+    n = max(len(features), 1)
+    fig, ax = plt.subplots(figsize=(8, 1.0 + 0.3 * n))
+    ypos = list(range(len(features)))[::-1]
+    gains = [f["gain"] for f in features]
+    ax.barh(ypos, gains, xerr=[f["gain_std"] for f in features], color=MODEL_COLOR, height=0.7,
+            error_kw={"ecolor": "black", "capsize": 2, "lw": 0.8})
+    for y, f in zip(ypos, features):
+        ax.text(f["gain"] + f["gain_std"], y, f"  {f['share']:.1%}", va="center", ha="left", fontsize=7)
+    ax.set_yticks(ypos)
+    ax.set_yticklabels([f["feature"] for f in features], fontsize=8)
+    ax.set_xlim(0, max([g + f["gain_std"] for g, f in zip(gains, features)] + [1e-9]) * 1.15)
+    ax.set_xlabel("total gain, mean over the folds (label: share of all gain); error bar: ± std over folds")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(title or "feature importance (gain)")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_cv_vs_lb(points: list[dict], path: Path, title: str = "") -> Path:
+    """Each submission's public leaderboard score against its blend's CV log loss, with the diagonal
+    (LB = CV); points: [{"submission", "cv_log_loss", "public_score"}]."""
+    fig, ax = plt.subplots(figsize=(6.5, 6))
+    xs = [p["cv_log_loss"] for p in points]
+    ys = [p["public_score"] for p in points]
+    low, high = min(xs + ys), max(xs + ys)
+    pad = max((high - low) * 0.15, 0.005)
+    ax.plot([low - pad, high + pad], [low - pad, high + pad], color="grey", ls="--", lw=1, label="LB = CV")
+    ax.scatter(xs, ys, color=BLEND_COLOR, zorder=3)
+    for p in points:
+        ax.annotate(p["submission"], (p["cv_log_loss"], p["public_score"]), textcoords="offset points",
+                    xytext=(5, 4), fontsize=8)
+    ax.set_xlim(low - pad, high + pad)
+    ax.set_ylim(low - pad, high + pad)
+    ax.set_aspect("equal")
+    ax.set_xlabel("CV log loss of the blend (out-of-fold)")
+    ax.set_ylabel("public leaderboard score")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(title or "CV against the public leaderboard")
+    return save_figure(fig, path)
