@@ -253,15 +253,15 @@ class FakeProjects:
         self.factory = tmp_path_factory
         self.built: dict = {}
 
-    def copy_into(self, root: Path, comp: str, blend: bool = True) -> dict:
+    def copy_into(self, root: Path, comp: str, blend: bool = True, source: str = "sample") -> dict:
         import pytest
 
-        key = (comp, blend)
+        key = (comp, blend, source)
         if key not in self.built:
             template = self.factory.mktemp(f"{comp}-models")
             with pytest.MonkeyPatch.context() as mp:
                 point_config(mp, template)
-                self.built[key] = (template, build_fake_models(comp, template, blend=blend))
+                self.built[key] = (template, build_fake_models(comp, template, source=source, blend=blend))
         template, built = self.built[key]
         shutil.copytree(template, root, dirs_exist_ok=True)
         moved = {k: root / Path(v).relative_to(template) if isinstance(v, Path) else v for k, v in built.items()}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import sys
 import types
 
@@ -13,7 +14,7 @@ from data_helpers import (SECRET_KEY, SECRET_TOKEN, FakeKaggleApi, fake_credenti
                           no_credentials, project)
 from pipelines import config
 from pipelines.__main__ import EXIT_STAGE_ERROR
-from pipelines.common import kaggle_io, provenance
+from pipelines.common import io, kaggle_io, provenance, records
 from pipelines.common.log import StageError
 
 QUORA_SLUG = "quora-question-pairs"
@@ -135,6 +136,61 @@ def test_submit_uploads_and_reports_the_polled_score(submission, capsys):
     assert "public score 0.31415" in capsys.readouterr().out
     record = config.submissions_dir("quora") / "sub.kaggle.json"
     assert '"public_score": 0.31415' in record.read_text()
+
+
+def test_submit_records_the_read_back_score_with_the_submission(submission):
+    path, _ = submission
+    rec_path = provenance.record_path(path)
+    before = io.read_json(rec_path)
+    started = records.now()
+    kaggle_io.submit("quora", path, "first try", api=FakeKaggleApi(scores=[("complete", "0.31415")]),
+                     source="kaggle", sleep=lambda s: None)
+    record = io.read_json(rec_path)
+    leaderboard = record["leaderboard"]
+    assert leaderboard["public_score"] == pytest.approx(0.31415) and leaderboard["private_score"] is None
+    assert leaderboard["ref"] == 4242 and leaderboard["message"] == "first try" and leaderboard["status"] == "complete"
+    assert started <= leaderboard["read_back"] <= records.now()
+    assert record["uploads"] == [leaderboard]
+    assert {k: v for k, v in record.items() if k not in ("leaderboard", "uploads")} == before  # the rest is kept
+    assert provenance.upload_problem("quora", path, "kaggle") is None  # the record still describes the file
+
+    # an upload Kaggle has not scored yet is recorded, the last score read back stays the leaderboard's
+    kaggle_io.submit("quora", path, "again", api=FakeKaggleApi(scores=[("pending", "")]), source="kaggle",
+                     timeout=0.0, sleep=lambda s: None)
+    record = io.read_json(rec_path)
+    assert [u["message"] for u in record["uploads"]] == ["first try", "again"]
+    assert record["uploads"][1]["status"] == "pending" and record["uploads"][1]["read_back"] is None
+    assert record["leaderboard"] == leaderboard
+
+
+def test_a_forced_upload_leaves_a_record_of_another_file_alone(submission):
+    path, _ = submission
+    rec_path = provenance.record_path(path)
+    path.write_text(path.read_text() + "2,0.5\n")  # no longer the file the record describes
+    before = rec_path.read_bytes()
+    result = kaggle_io.submit("quora", path, "m", api=FakeKaggleApi(), source="kaggle", force_upload=True,
+                              sleep=lambda s: None)
+    assert result["public_score"] == pytest.approx(0.31415)
+    assert rec_path.read_bytes() == before
+    assert provenance.record_submission(path.parent / "none.csv", result) is None  # no record at all
+
+
+def test_the_score_is_written_into_the_record_atomically(submission, monkeypatch):
+    path, _ = submission
+    rec_path = provenance.record_path(path)
+    before = rec_path.read_bytes()
+    real_replace = os.replace
+
+    def crash_on_record(src, dst):
+        if str(dst).endswith(".record.json"):
+            raise OSError("disk full")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(io.os, "replace", crash_on_record)
+    with pytest.raises(OSError, match="disk full"):
+        kaggle_io.submit("quora", path, "m", api=FakeKaggleApi(), source="kaggle", sleep=lambda s: None)
+    assert rec_path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir() if ".tmp" in p.name] == []
 
 
 def test_submit_stops_waiting_at_the_timeout(submission):

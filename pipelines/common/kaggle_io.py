@@ -276,7 +276,10 @@ def submit(comp: str, file: Path, message: str, api=None, source: str = "kaggle"
     The record (``pipelines.common.provenance``) must say the file was built from ``source`` (not the
     sample) by runs that are not stale; ``allow_stale`` accepts stale runs, ``force_upload`` any record
     or none (with a warning, kept in the result). Returns {"status", "public_score", "private_score",
-    "ref", ...}; with ``timeout`` 0 it does not wait.
+    "ref", ...}; with ``timeout`` 0 it does not wait. The result is written to
+    ``submissions/<comp>/<stem>.kaggle.json`` and added to the file's record (its "uploads", and as its
+    "leaderboard" entry with the time it was read back once Kaggle scored it), which ``make compare``
+    shows beside the blend's CV score.
     """
     slug = competitions.get(comp).slug
     file = Path(file)
@@ -328,6 +331,12 @@ def submit(comp: str, file: Path, message: str, api=None, source: str = "kaggle"
         sleep(poll_seconds)
     record = config.submissions_dir(comp) / f"{file.stem}.kaggle.json"
     write_json(record, result)
+    from pipelines.common.provenance import record_submission
+
+    recorded = record_submission(file, result)  # beside the CSV, for `make compare` (CV vs leaderboard)
+    if recorded is not None:
+        log.info("recorded the upload%s in %s", " and its public score" if result["public_score"] is not None
+                 else "", recorded)
     if result["public_score"] is not None:
         private = f", private {result['private_score']:.5f}" if result["private_score"] is not None else ""
         print(f"{file.name}: public score {result['public_score']:.5f}{private} ({slug})")

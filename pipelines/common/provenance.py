@@ -6,7 +6,11 @@
                                             manifest hash), the blend and every model run it was built
                                             from (each with the input fingerprints of its run.json),
                                             the features fingerprint, rows filled for want of a
-                                            prediction, and whether stale runs were allowed
+                                            prediction, and whether stale runs were allowed; the blend
+                                            entry carries the blend's CV scores (its metrics.json when
+                                            the CSV was written); after ``make submit``: "uploads" (every
+                                            upload: Kaggle's ref, message, status, scores) and
+                                            "leaderboard" (the latest score read back, and when)
 
 The upload refuses a file without a record, one that differs from the file its record describes, one
 built from the synthetic sample, from another source than ``--source``, or from runs that are stale
@@ -14,14 +18,18 @@ now (the comparison's rules, ``pipelines.common.staleness``), each in one line w
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from pipelines import competitions, config
 from pipelines.common.io import read_json, sha256_file, write_json
 from pipelines.common.records import manifest_hash, now
 
+log = logging.getLogger(__name__)
+
 RECORD_SUFFIX = ".record.json"
 KIND = "pipelines-submission"
+BLEND_SCORES = ("log_loss", "log_loss_mean", "log_loss_std", "accuracy", "auc", "n_folds", "n_train")
 
 
 def record_path(csv_path: Path) -> Path:
@@ -51,6 +59,7 @@ def write_record(csv_path: Path, comp: str, source: str, runs: dict[str, dict] |
         except (OSError, ValueError):
             source_path = None
     runs = runs or {}
+    blend = blend_entry(blend, comp, source)
     features = {}
     for entry in runs.values():
         features.update(entry.get("inputs") or {})
@@ -63,6 +72,60 @@ def write_record(csv_path: Path, comp: str, source: str, runs: dict[str, dict] |
         "written": now(),
     }
     return write_json(record_path(csv_path), record)
+
+
+def blend_entry(blend: dict | None, comp: str, source: str) -> dict | None:
+    """The record's blend entry with the blend's CV scores (from its metrics.json, now, when the CSV is
+    written: a later re-run of the blend must not change what this file was built from) and its run name
+    (its folder under the models folder); what the caller gave is kept."""
+    if not blend or not blend.get("path"):
+        return blend
+    out = dict(blend)
+    folder = Path(blend["path"])
+    folder = folder if folder.is_absolute() else config.ROOT / folder
+    try:
+        out.setdefault("run", folder.resolve().relative_to(config.models_dir(comp, source).resolve()).as_posix())
+    except ValueError:
+        out.setdefault("run", folder.name)
+    metrics_path = folder / "metrics.json"
+    try:
+        metrics = read_json(metrics_path) if metrics_path.exists() else {}
+    except (OSError, ValueError) as exc:
+        log.warning("the blend's %s is unreadable (%s): its CV score is not recorded", metrics_path, exc)
+        metrics = {}
+    for key in BLEND_SCORES:
+        if isinstance(metrics, dict) and metrics.get(key) is not None:
+            out.setdefault(key, metrics[key])
+    return out
+
+
+def record_submission(csv_path: Path, result: dict) -> Path | None:
+    """Add one upload of ``csv_path`` (what ``make submit`` got back: ref, message, status, scores) to its
+    record, atomically, keeping every other field: appended to "uploads", and, when Kaggle scored it, as
+    "leaderboard" with the time the score was read back. Returns the record's path, or None when the file
+    has no record of its own (none, unreadable, or describing another file: uploaded with --force-upload)."""
+    csv_path = Path(csv_path)
+    rec_path = record_path(csv_path)
+    if not rec_path.exists():
+        return None
+    try:
+        record = read_json(rec_path)
+    except (OSError, ValueError) as exc:
+        log.warning("the record %s is unreadable (%s): the leaderboard score is not recorded in it", rec_path, exc)
+        return None
+    if not isinstance(record, dict) or record.get("kind") != KIND or record.get("sha256") != sha256_file(csv_path):
+        log.warning("%s does not describe %s (not written by `make blend` for this file): the leaderboard score "
+                    "is not recorded in it", rec_path, csv_path.name)
+        return None
+    entry = {key: result.get(key) for key in ("ref", "message", "status", "public_score", "private_score",
+                                               "submitted", "competition")}
+    scored = result.get("public_score") is not None
+    entry["read_back"] = now() if scored else None
+    uploads = record.get("uploads") if isinstance(record.get("uploads"), list) else []
+    record["uploads"] = uploads + [entry]
+    if scored:
+        record["leaderboard"] = entry
+    return write_json(rec_path, record)
 
 
 def _display(path: Path) -> str:
