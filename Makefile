@@ -5,6 +5,8 @@ SHELL := /bin/bash
 COMP ?= quora
 SOURCE ?= sample
 MODEL ?= all
+TRIALS ?= 20
+TIMEOUT ?=
 ARGS ?=
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -18,7 +20,7 @@ SEEDS ?=
 # The competitions, from the registry (pipelines/competitions.py); read when a recipe runs, after setup.
 COMPS = $(shell $(PY) -m pipelines.competitions)
 
-.PHONY: help setup lock data features train blend submit compare all sample-all test bench clean clean-data
+.PHONY: help setup lock data features train tune blend submit compare all sample-all test bench clean clean-data
 
 # Colour only on a terminal: `make help | cat` or a log file gets plain text.
 help: ## list the targets (this message)
@@ -68,6 +70,9 @@ features: $(VENV)/.installed ## build cached model inputs from the raw data (COM
 
 train: $(VENV)/.installed ## K-fold train a model: MODEL=<name>|all (COMP, SOURCE; RUN=<name>, SEEDS=42,43,44); ARGS for model options
 	$(PIPELINE) train --comp $(COMP) --source $(SOURCE) --model $(MODEL)$(if $(RUN), --run $(RUN))$(if $(SEEDS), --seeds $(SEEDS)) $(ARGS)
+
+tune: $(VENV)/.installed ## Optuna search over a model's options: MODEL=<name> TRIALS=N (default 20) [TIMEOUT=seconds]; the best becomes the run tuned-<study>
+	$(PIPELINE) tune --comp $(COMP) --source $(SOURCE) --model $(MODEL) --trials $(TRIALS)$(if $(TIMEOUT), --timeout $(TIMEOUT))$(if $(RUN), --run $(RUN)) $(ARGS)
 
 blend: $(VENV)/.installed ## OOF-fitted blend of the trained models and a leaderboard CSV in submissions/
 	$(PIPELINE) blend --comp $(COMP) --source $(SOURCE) $(ARGS)

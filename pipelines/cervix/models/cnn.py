@@ -71,7 +71,7 @@ MIN_INPUT_SIZE = {"small_cnn": 16, **{name: b.min_size for name, b in BACKBONES.
 class NetOptions:
     """Options of the image networks (small_cnn and every backbone of backbones.py), each default once."""
 
-    epochs: int = option(15, "maximum epochs per fold (early stopping picks)", space=("int", 5, 40))
+    epochs: int = option(15, "maximum epochs per fold (early stopping picks)")
     batch_size: int = option(32, "images per batch", space=("categorical", [16, 32, 64]))
     lr: float = option(1e-3, "Adam learning rate", space=("float", 1e-4, 3e-3, "log"))
     tta: int = option(4, "test-time augmentation views, 1-8 (D4 symmetries)")

@@ -308,7 +308,7 @@ class FittedSiamese:
 class SiameseOptions:
     """Options of the Siamese networks (siamese_lstm, siamese_gru), each default once."""
 
-    epochs: int = option(30, "most epochs (early stopping picks)", space=("int", 5, 40))
+    epochs: int = option(30, "most epochs (early stopping picks)")
     batch_size: int = option(256, "pairs per batch", space=("categorical", [128, 256, 512]))
     units: int = option(64, "recurrent units per direction", space=("categorical", [32, 64, 128]))
     patience: int = option(4, "early-stopping patience in epochs")
@@ -316,7 +316,7 @@ class SiameseOptions:
     dropout: float = option(0.2, "dropout after the merge", space=("float", 0.0, 0.5))
     learning_rate: float = option(1e-3, "Adam learning rate", space=("float", 3e-4, 3e-3, "log"))
     fine_tune: bool = option(False, "train the embedding too (default: frozen)")
-    bidirectional: bool = option(False, "bidirectional encoder")
+    bidirectional: bool = option(False, "bidirectional encoder", space=("categorical", [False, True]))
     with_features: bool = option(True, "append the standardised pair features to the merged encodings "
                                  "(default: on; BENCHMARKS.md, quora-models, measures the difference)",
                                  negate="--no-features")
