@@ -161,6 +161,20 @@ def test_two_workers_on_one_sqlite_study_finish_n_trials_together(tabular, tmp_p
     assert (config.models_dir("tabular", src) / "tuned-logistic" / "tune.json").is_file()
 
 
+def test_a_trial_whose_worker_died_is_marked_failed_and_not_counted(tabular):
+    src = tabular
+    run_tune(src, "--trials", "1")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    study = load(src)
+    orphan = study.ask()  # a worker killed in its trial leaves it RUNNING
+    orphan.set_user_attr("worker", f"{tune.socket.gethostname()}:{dead.pid}")
+    run_tune(src, "--trials", "3")
+    study = load(src)
+    assert study.trials[orphan.number].state == optuna.trial.TrialState.FAIL
+    assert len(finished(study)) == 3
+
+
 class AlwaysPrune(optuna.pruners.BasePruner):
     def prune(self, study, trial) -> bool:
         return True
@@ -249,3 +263,18 @@ def test_a_model_without_a_search_space_is_one_clear_line():
     name = next(s.name for s in comp.models.specs() if not tune.search_space(s.options))
     with pytest.raises(StageError, match=f"{name} declares no search space"):
         tune.model_space(comp, name, tune_args("sample", comp="cervix"))
+
+
+def test_a_quora_model_tunes_through_its_own_options(project_dirs):
+    """lgbm on the Quora fake features: its search space's values reach the run (params.json), with a fixed
+    option from the command line (few boosting rounds)."""
+    from quora_model_helpers import write_fake_features
+
+    write_fake_features(config.features_dir("quora", "sample"), n_train=240, n_test=40, n_folds=2)
+    summary = tune.tune(tune_args("sample", "--model", "lgbm", "--trials", "2", "--lgbm-rounds", "20",
+                                  "--lgbm-bow-columns", "0", comp="quora"))
+    assert summary["n_trials"] == 2 and set(summary["best_params"]) == {
+        "learning_rate", "num_leaves", "min_data_in_leaf", "feature_fraction"}
+    run = config.models_dir("quora", "sample") / "tuned-lgbm"
+    params = json.loads((run / "params.json").read_text(encoding="utf-8"))["params"]
+    assert params["num_leaves"] == summary["best_params"]["num_leaves"] and params["num_boost_round"] == 20
