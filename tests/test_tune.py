@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -173,6 +175,26 @@ def test_a_trial_whose_worker_died_is_marked_failed_and_not_counted(tabular):
     study = load(src)
     assert study.trials[orphan.number].state == optuna.trial.TrialState.FAIL
     assert len(finished(study)) == 3
+
+
+def test_a_trial_without_a_heartbeat_on_a_database_storage_is_marked_failed(tabular, monkeypatch):
+    """A worker killed on another machine: its trial's heartbeat stops; the next worker fails it."""
+    src = tabular
+    monkeypatch.setattr(tune, "HEARTBEAT_S", 1)
+    monkeypatch.setattr(tune, "HEARTBEAT_GRACE_S", 1)
+    run_tune(src, "--trials", "1")
+    storage = tune.open_storage(tune.default_storage("tabular", src, "logistic"))
+    study = optuna.load_study(study_name="logistic", storage=storage)
+    with warnings.catch_warnings():  # Optuna: "heartbeats are meant for optimize()"
+        warnings.simplefilter("ignore")
+        orphan = study.ask()
+    orphan.set_user_attr("worker", "another-machine:1")
+    storage.record_heartbeat(orphan._trial_id)
+    time.sleep(2.5)
+    run_tune(src, "--trials", "2")
+    study = load(src)
+    assert study.trials[orphan.number].state == optuna.trial.TrialState.FAIL
+    assert len(finished(study)) == 2
 
 
 class AlwaysPrune(optuna.pruners.BasePruner):

@@ -20,7 +20,9 @@ a shared study: any URL Optuna's RDB storage opens (``postgresql://``, ``mysql:/
 ``journal:<path>``, a journal file on a disk every worker sees. Workers started on one study together finish
 ``--trials`` finished (complete or pruned) trials in all: each trial is counted before it is created (under a
 file lock beside a SQLite or journal file; on a database server a surplus trial is marked failed at once).
-A trial whose worker died on this machine is marked failed by the next worker; Ctrl-C marks its trial failed.
+A trial whose worker died is marked failed (and not counted) by the next worker: at once when its process on
+this machine has ended, and on a database storage (SQLite included) when its heartbeat has stopped for
+HEARTBEAT_GRACE_S (a worker on another machine). Ctrl-C marks its trial failed.
 A second call with the same study adds trials up to the new ``--trials``.
 
 The sampler is TPE (``constant_liar``: running trials count as bad ones, so parallel workers spread out), its
@@ -49,6 +51,8 @@ log = logging.getLogger(__name__)
 TUNE_DIR = ".tune"  # under models/<comp>/<source>/: a dot-folder, so no trial is taken for a run
 DEFAULT_TRIALS = 20
 JOURNAL_PREFIX = "journal:"
+HEARTBEAT_S = 60         # a database storage's trial records a heartbeat this often while it runs ...
+HEARTBEAT_GRACE_S = 300  # ... and is marked failed (its worker died) when none came for this long
 STORAGE_HELP = ("sqlite:///path/study.db, a postgresql:// or mysql:// URL (its server reachable, its driver "
                 "installed), or journal:/path/on/a/shared/disk.log")
 
@@ -169,7 +173,10 @@ def open_storage(url: str):
                 raise ValueError("no file after journal:")
             return JournalStorage(JournalFileBackend(str(path)))
         kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna's words
+            warnings.simplefilter("ignore")
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
+                                              grace_period=HEARTBEAT_GRACE_S)
     except Exception as exc:  # sqlalchemy's many errors: a bad URL, a missing driver, an unreachable server
         text = str(exc).strip().splitlines()
         raise fail(f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")) from None
@@ -233,7 +240,7 @@ def load_study(args: argparse.Namespace, model: str):
             study.set_user_attr("comp", args.comp)
     if owner is not None and owner != model:
         raise StageError(f"study {name!r} in {shown_url(url)} tunes {owner}, not {model}: give another --study")
-    return study, name, url
+    return study, name, url, storage
 
 
 FINISHED = ("COMPLETE", "PRUNED")
@@ -252,8 +259,14 @@ def _worker_id() -> str:
 
 
 def fail_dead_trials(study) -> None:
-    """Mark failed the running trials whose worker process (on this machine) is gone."""
+    """Mark failed the running trials whose worker is gone: on a database storage those without a heartbeat
+    for HEARTBEAT_GRACE_S (any machine), in any storage those whose process on this machine has ended."""
+    import optuna
     from optuna.trial import TrialState
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        optuna.storages.fail_stale_trials(study)
 
     host = socket.gethostname()
     for t in _states(study, ("RUNNING",)):
@@ -279,7 +292,9 @@ def next_trial(study, dists: dict, n_trials: int, url: str):
         fail_dead_trials(study)
         if len(_states(study, COUNTED)) >= n_trials:
             return None
-        trial = study.ask(fixed_distributions=dists)
+        with warnings.catch_warnings():  # "heartbeats are meant for optimize()": this loop beats them itself
+            warnings.simplefilter("ignore")
+            trial = study.ask(fixed_distributions=dists)
         trial.set_user_attr("worker", _worker_id())
     earlier = [t for t in _states(study, COUNTED) if t.number < trial.number]
     if len(earlier) >= n_trials:  # another worker created the last one meanwhile (a database server: no file lock)
@@ -325,6 +340,32 @@ def _params_text(params: dict) -> str:
 
 
 @contextlib.contextmanager
+def heartbeat(storage, trial):
+    """While the block runs, the trial's heartbeat every HEARTBEAT_S (database storages; others: nothing)."""
+    import threading
+
+    if not (hasattr(storage, "record_heartbeat") and storage.get_heartbeat_interval()):
+        yield
+        return
+    stop = threading.Event()
+
+    def beat():
+        while True:
+            with contextlib.suppress(Exception):  # a missed beat is retried; the trial goes on
+                storage.record_heartbeat(trial._trial_id)
+            if stop.wait(HEARTBEAT_S):
+                return
+
+    thread = threading.Thread(target=beat, name=f"tune-heartbeat-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+@contextlib.contextmanager
 def _quiet_runs(verbose: bool):
     """One log line per trial: the runs' own INFO lines are hidden unless -v."""
     root, own = logging.getLogger("pipelines"), logging.getLogger(__name__)
@@ -339,7 +380,7 @@ def _quiet_runs(verbose: bool):
         own.setLevel(old[1])
 
 
-def search(comp, spec, dists: dict, args: argparse.Namespace, study, study_name: str, url: str) -> int:
+def search(comp, spec, dists: dict, args: argparse.Namespace, study, study_name: str, url: str, storage) -> int:
     """Run trials until the study holds --trials finished ones (or --timeout); the trials this worker ran."""
     import optuna
     from optuna.trial import TrialState
@@ -353,7 +394,8 @@ def search(comp, spec, dists: dict, args: argparse.Namespace, study, study_name:
                 break
             t0 = time.perf_counter()
             try:
-                value = run_trial(comp, spec, args, study_name, trial)
+                with heartbeat(storage, trial):
+                    value = run_trial(comp, spec, args, study_name, trial)
             except optuna.TrialPruned as exc:
                 study.tell(trial, state=TrialState.PRUNED)
                 log.info("trial %d: pruned at %s after %.0fs (%s)", trial.number, exc, time.perf_counter() - t0,
@@ -388,11 +430,11 @@ def tune(args: argparse.Namespace) -> dict:
                          "ARGS='--seeds ...'`")
     spec, dists = model_space(comp, getattr(args, "model", None), args)
     optuna.logging.set_verbosity(logging.INFO if getattr(args, "verbose", False) else logging.WARNING)
-    study, study_name, url = load_study(args, spec.name)
+    study, study_name, url, storage = load_study(args, spec.name)
     before = len(_states(study, FINISHED))
     log.info("tuning %s on %s/%s: study %r in %s, %d of %d trials finished; searching %s", spec.name, comp.name,
              config.source_label(args.source), study_name, shown_url(url), before, args.trials, ", ".join(dists))
-    ran = search(comp, spec, dists, args, study, study_name, url)
+    ran = search(comp, spec, dists, args, study, study_name, url, storage)
     summary = summarise(study, study_name, url, spec, args, dists)
     log.info("study %r: %d complete, %d pruned, %d failed (%d run here)%s", study_name, summary["n_complete"],
              summary["n_pruned"], summary["n_failed"], ran,
