@@ -400,9 +400,10 @@ def search(comp, spec, dists: dict, args: argparse.Namespace, study, study_name:
                 study.tell(trial, state=TrialState.PRUNED)
                 log.info("trial %d: pruned at %s after %.0fs (%s)", trial.number, exc, time.perf_counter() - t0,
                          _params_text(trial.params))
-            except BaseException:
+            except BaseException as exc:
                 study.tell(trial, state=TrialState.FAIL)
-                log.warning("trial %d: failed (%s); marked failed in the study", trial.number,
+                log.warning("trial %d: %s (%s); marked failed in the study, not counted", trial.number,
+                            "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
                             _params_text(trial.params))
                 raise
             else:
@@ -496,6 +497,8 @@ def save_pictures(study, comp: str, source: str, study_name: str) -> list[Path]:
 
     out = config.reports_dir(comp, source)
     written = []
+    titles = {"history": f"tuning {study_name}: out-of-fold log loss per trial",
+              "importance": f"tuning {study_name}: parameter importances (fANOVA)"}
     for kind, what in (("history", "plot_optimization_history"), ("importance", "plot_param_importances")):
         path = out / f"tune_{study_name}_{kind}.png"
         try:
@@ -505,7 +508,11 @@ def save_pictures(study, comp: str, source: str, study_name: str) -> list[Path]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 ax = getattr(ovm, what)(study)
-            fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
+            ax = ax.flat[0] if hasattr(ax, "flat") else ax
+            ax.set_title(titles[kind])
+            if kind == "history":
+                ax.set_ylabel("out-of-fold log loss")
+            fig = ax.figure
             fig.set_size_inches(max(6.0, fig.get_figwidth()), max(4.0, fig.get_figheight()))
             save_figure(fig, path)
             written.append(path)
