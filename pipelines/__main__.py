@@ -12,6 +12,7 @@ sample's, its submission's). Stage modules, by stage:
     data      pipelines.common.acquire        (the competition's raw rules and sample: pipelines.competitions)
     features  the competition's own           (``Competition.features``, e.g. pipelines.quora.features)
     train     pipelines.common.train          (the competition's model registry)
+    tune      pipelines.common.tune           (Optuna over a model's declared search space)
     blend     pipelines.common.blend          (OOF-fitted blend and the submission CSV)
     submit    pipelines.common.kaggle_io      (upload to Kaggle and poll the score)
     compare   pipelines.common.compare
@@ -45,6 +46,7 @@ STAGES = {  # None: the competition's own module (Competition.features)
     "data": "pipelines.common.acquire",
     "features": None,
     "train": "pipelines.common.train",
+    "tune": "pipelines.common.tune",
     "blend": "pipelines.common.blend",
     "submit": "pipelines.common.kaggle_io",
     "compare": "pipelines.common.compare",
@@ -55,6 +57,7 @@ STAGE_HELP = {
     "data": "get a competition's raw data (sample, Kaggle, or files you downloaded) and its manifest",
     "features": "build the cached model inputs from the raw data",
     "train": "K-fold train a model (--model <name>|all): out-of-fold and test predictions, metrics",
+    "tune": "Optuna search over a model's declared options, scored by its OOF log loss; the best trained as a run",
     "blend": "OOF-fitted blend of the trained models and a leaderboard CSV in submissions/",
     "submit": "upload a submission to Kaggle (--source kaggle) and poll its score",
     "compare": "side-by-side report of every model and baseline",

@@ -103,7 +103,8 @@ def expected_models(comp: str) -> tuple[str, ...] | None:
 def missing_models(comp: str, source: str, runs: list[ModelRun], expected: tuple[str, ...] | None,
                    problems: list[dict] = ()) -> list[dict]:
     """Expected models (and the blend) with no finished run, each with the command that trains it."""
-    have = {r.name for r in runs} | {p["model"] for p in problems}  # problems already carry their command
+    # a model is trained when any run records it (a named run, a seed's run, a bag, tuned-<study>)
+    have = {r.name for r in runs} | {r.params.get("model") for r in runs} | {p["model"] for p in problems}
     wanted = list(expected or ()) + [BLEND]
     return [{"model": m, "command": train_command(comp, source, m)} for m in dict.fromkeys(wanted) if m not in have]
 

@@ -90,11 +90,12 @@ def parse_args(comp: str, argv: list[str]) -> argparse.Namespace:
 
 
 def train_model(comp, name: str, args: argparse.Namespace, ctx: RunContext | None = None, *, run: str | None = None,
-                overrides: dict | None = None, on_fold=None) -> dict:
+                overrides: dict | None = None, on_fold=None, out_dir=None) -> dict:
     """Train one model through the CV engine, unless its finished run is up to date; its metrics.
 
     ``run``: the run's folder name (default ``--run``, else the model's); ``overrides``: option values over the
-    command line's (a tuner's trial); ``on_fold(k, score)``: called after each fold (a tuner's pruning hook).
+    command line's (a tuner's trial); ``on_fold(k, score)``: called after each fold (a tuner's pruning hook);
+    ``out_dir``: the run's folder elsewhere than models/<comp>/<source>/<run> (a tuner's trial folders).
     The run's folder is locked meanwhile: a second process on it stops at once (other runs train side by side).
     """
     ctx = ctx or run_context(args, comp)
@@ -103,8 +104,9 @@ def train_model(comp, name: str, args: argparse.Namespace, ctx: RunContext | Non
         options = dataclasses.replace(options, **overrides)
     data = comp.train_data(args.source, spec, options, ctx)
     run = run or getattr(args, "run", None) or spec.folder_name(options)
-    check_run_name(run)
-    out_dir = config.model_dir(comp.name, args.source, run)
+    if out_dir is None:
+        check_run_name(run)
+        out_dir = config.model_dir(comp.name, args.source, run)
     with output_lock(out_dir, f"train {run}"):
         return _train_locked(comp, spec, options, data, run, out_dir, args, ctx, on_fold)
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import logging
 import os
 import re
@@ -315,10 +314,6 @@ def run_trial(comp, spec, args: argparse.Namespace, study_name: str, trial) -> f
     from pipelines.common import train
 
     targs = trial_args(args)
-    ctx = train.run_context(targs, comp)
-    _, options = train.model_options(comp, spec.name, targs, ctx)
-    options = dataclasses.replace(options, **trial.params)
-    data = comp.train_data(args.source, spec, options, ctx)
     run = f"t{trial.number}"
     out_dir = tune_dir(args.comp, args.source) / study_name / run
 
@@ -327,9 +322,9 @@ def run_trial(comp, spec, args: argparse.Namespace, study_name: str, trial) -> f
         if trial.should_prune():
             raise optuna.TrialPruned(f"fold {k + 1}: log loss {score['log_loss']:.5f}")
 
-    with output_lock(out_dir, f"tune {study_name} trial {trial.number}"):
-        result = train._train_locked(comp, spec, options, data, f"{spec.name}-{study_name}-{run}", out_dir, targs,
-                                     ctx, on_fold)
+    result = train.train_model(comp, spec.name, targs, train.run_context(targs, comp),
+                               run=f"{spec.name}-{study_name}-{run}", overrides=dict(trial.params), on_fold=on_fold,
+                               out_dir=out_dir)
     if not result.get("complete"):
         raise RuntimeError(f"trial {trial.number}: the run in {out_dir} did not finish")
     return float(result["log_loss"])
