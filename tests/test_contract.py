@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -19,19 +18,10 @@ COMMON = Path(__file__).resolve().parent.parent / "pipelines" / "common"
 
 @pytest.fixture
 def tabular(project_dirs, tmp_path):
+    from tabular_comp import write_raw
+
     competitions.register("tabular", "tabular_comp.competition")
-    rng = np.random.default_rng(0)
-    src = tmp_path / "tabular-download"
-    src.mkdir()
-    x = rng.normal(size=(240, 4))
-    y = (x @ np.array([1.5, -1.0, 0.5, 0.0]) + rng.normal(scale=0.8, size=240) > 0).astype(int)
-    train = pd.DataFrame({"id": np.arange(240), **{f"f{j}": x[:, j] for j in range(4)}, "target": y})
-    train.to_csv(src / "train.csv", index=False)
-    xt = rng.normal(size=(60, 4))
-    pd.DataFrame({"id": np.arange(1000, 1060), **{f"f{j}": xt[:, j] for j in range(4)}}).to_csv(src / "test.csv",
-                                                                                               index=False)
-    pd.DataFrame({"id": np.arange(1000, 1060), "target": 0.5}).to_csv(src / "sample_submission.csv", index=False)
-    yield str(src)
+    yield write_raw(tmp_path / "tabular-download")
     competitions.unregister("tabular")
 
 

@@ -11,9 +11,7 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import optuna
-import pandas as pd
 import pytest
 
 from pipelines import competitions, config
@@ -28,18 +26,10 @@ DIRS = ("DATA_DIR", "MODELS_DIR", "SUBMISSIONS_DIR", "REPORTS_DIR", "LOCKS_DIR")
 @pytest.fixture
 def tabular(project_dirs, tmp_path):
     """The tabular competition's data and features, in tmp_path's project folders; its --source."""
+    from tabular_comp import write_raw
+
     competitions.register("tabular", "tabular_comp.competition")
-    rng = np.random.default_rng(0)
-    src = tmp_path / "tabular-download"
-    src.mkdir()
-    x = rng.normal(size=(240, 4))
-    y = (x @ np.array([1.5, -1.0, 0.5, 0.0]) + rng.normal(scale=0.8, size=240) > 0).astype(int)
-    pd.DataFrame({"id": np.arange(240), **{f"f{j}": x[:, j] for j in range(4)}, "target": y}).to_csv(
-        src / "train.csv", index=False)
-    xt = rng.normal(size=(60, 4))
-    pd.DataFrame({"id": np.arange(1000, 1060), **{f"f{j}": xt[:, j] for j in range(4)}}).to_csv(
-        src / "test.csv", index=False)
-    pd.DataFrame({"id": np.arange(1000, 1060), "target": 0.5}).to_csv(src / "sample_submission.csv", index=False)
+    src = write_raw(tmp_path / "tabular-download")
     for stage in ("data", "features"):
         assert main([stage, "--comp", "tabular", "--source", str(src)]) == 0
     yield str(src)

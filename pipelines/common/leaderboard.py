@@ -15,23 +15,15 @@ report, and once there are ``MIN_POINTS`` submissions with both scores a CV-vs-L
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
 from pipelines import config
+from pipelines.common.compare_report import _finite
 from pipelines.common.io import read_json
 
 log = logging.getLogger(__name__)
 
 MIN_POINTS = 2  # a scatter of one point says nothing about how CV and leaderboard relate
-
-
-def _finite(v) -> float | None:
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 def _read(path: Path) -> dict | None:
