@@ -35,6 +35,12 @@ def test_two_named_runs_of_one_model_sit_side_by_side_and_both_blend(features):
     assert main(["blend", "--comp", "quora", "--source", "sample", "--runs", "bow_lr-*", "--no-submission"]) == 0
     blended = json.loads((config.model_dir("quora", "sample", "blend") / "params.json").read_text())["params"]
     assert blended["models"] == ["bow_lr-c003", "bow_lr-c1"]
+    # compare groups the runs by model and says what differs between them
+    assert main(["compare", "--comp", "quora", "--source", "sample"]) == 0
+    report = json.loads((config.reports_dir("quora", "sample") / "comparison.json").read_text())
+    (group,) = [g for g in report["groups"] if g["model"] == "bow_lr"]
+    assert group["differing"] == ["C"] and {r["run"] for r in group["runs"]} == {"bow_lr-c1", "bow_lr-c003"}
+    assert "## Runs by model" in (config.reports_dir("quora", "sample") / "comparison.md").read_text()
 
 
 def test_a_run_name_is_a_plain_folder_name(features, capsys):

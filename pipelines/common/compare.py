@@ -425,6 +425,7 @@ def render_markdown(report: dict) -> str:
     lines += ["## Needs attention", ""]
     lines += [f"- {i}" for i in items] or ["Nothing: every expected model is trained and up to date."]
     lines.append("")
+    lines += group_lines(report)
     lines += leaderboard_lines(report)
     if report["figures"]:
         lines += ["## Figures", ""]
@@ -439,6 +440,31 @@ def render_markdown(report: dict) -> str:
     lines += [f"- {line}" for line in versions_lines(report["versions"])] or ["- (no run record found)"]
     lines.append("")
     return "\n".join(lines)
+
+
+def group_lines(report: dict) -> list[str]:
+    """The "Runs by model" section: each model with several runs (options, seeds, bags, tuned), what differs."""
+    groups = report.get("groups") or []
+    if not groups:
+        return []
+    lines = ["## Runs by model", ""]
+    for g in groups:
+        differing = g["differing"] or []
+        lines += [f"**{_md_escape(g['model'])}**: {len(g['runs'])} runs"
+                  + (f"; they differ in {', '.join(f'`{k}`' for k in differing[:8])}" if differing else ""), "",
+                  "| run | OOF log loss | " + " | ".join(_md_escape(k) for k in differing[:8]) + " |",
+                  "|---|---:|" + "---|" * len(differing[:8])]
+        for row in g["runs"]:
+            values = [_md_escape(_short(row["differs"].get(k))) for k in differing[:8]]
+            lines.append(f"| {_md_escape(row['run'])} | {_fmt(row['log_loss'])} | " + " | ".join(values) + " |")
+        lines.append("")
+    return lines
+
+
+def _short(v) -> str:
+    from pipelines.common.compare_report import _short_value
+
+    return "" if v is None else _short_value(v)
 
 
 def leaderboard_lines(report: dict) -> list[str]:

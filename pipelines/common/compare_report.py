@@ -185,8 +185,37 @@ def build_comparison(comp: str, source: str, runs: list[ModelRun], problems: lis
         "expected": list(expected) if expected is not None else None,
         "problems": problems,
         "versions": version_summary(runs),
+        "groups": run_groups(runs),
         "figures": [],
     }
+
+
+def run_groups(runs: list[ModelRun]) -> list[dict]:
+    """Runs grouped by the model they record (params.json "model"; a bag: the model it bags), for models with
+    two runs or more: each run's OOF log loss and the parameters (and seed) that differ between the group's runs."""
+    groups: dict[str, list[ModelRun]] = {}
+    for run in runs:
+        if run.is_blend:
+            continue
+        model = str(run.params.get("model") or run.name)
+        groups.setdefault(model, []).append(run)
+    out = []
+    for model, members in groups.items():
+        if len(members) < 2:
+            continue
+        flat = {}
+        for run in members:
+            params = run.params.get("params", {})
+            params = params if isinstance(params, dict) else {"params": params}
+            flat[run.name] = {**{k: v for k, v in _flatten(params).items() if k != "model"},
+                              "seed": run.params.get("seed")}
+        keys = sorted({k for f in flat.values() for k in f})
+        differ = [k for k in keys if len({repr(f.get(k)) for f in flat.values()}) > 1]
+        rows = sorted(({"run": r.name, "log_loss": _finite(r.metrics.get("log_loss")),
+                        "differs": {k: flat[r.name].get(k) for k in differ}} for r in members),
+                      key=lambda row: (row["log_loss"] is None, row["log_loss"] or 0.0))
+        out.append({"model": model, "runs": rows, "differing": differ})
+    return out
 
 
 def version_summary(runs: list[ModelRun]) -> dict:
