@@ -79,3 +79,29 @@ def test_nested_holds_in_one_process(project_dirs, tmp_path):
             out = subprocess.run([sys.executable, "-c", HOLD, str(config.LOCKS_DIR), str(folder)],
                                  capture_output=True, text=True, timeout=60)
             raise StageError(out.stderr.strip().splitlines()[-1])
+
+
+TRAIN = """
+import sys
+from pathlib import Path
+from pipelines import config
+for name in ("DATA_DIR", "MODELS_DIR", "SUBMISSIONS_DIR", "REPORTS_DIR", "LOCKS_DIR"):
+    setattr(config, name, Path(sys.argv[1]) / name.lower().replace("_dir", ""))
+from pipelines.__main__ import main
+sys.exit(main(["train", "--comp", "quora", "--source", "sample", *sys.argv[2:]]))
+"""
+
+
+def test_two_runs_trained_at_the_same_time_equal_the_runs_trained_alone(project_dirs):
+    from quora_model_helpers import write_fake_features
+
+    write_fake_features(config.features_dir("quora", "sample"))
+    runs = {"lr-a": ["--model", "bow_lr", "--run", "lr-a", "--bow-C", "0.3"],
+            "lgbm-b": ["--model", "lgbm", "--run", "lgbm-b", "--lgbm-rounds", "30", "--lgbm-early-stopping", "0"]}
+    procs = [subprocess.Popen([sys.executable, "-c", TRAIN, str(project_dirs), *argv], stderr=subprocess.DEVNULL)
+             for argv in runs.values()]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    together = {r: (config.model_dir("quora", "sample", r) / "oof.parquet").read_bytes() for r in runs}
+    for run, argv in runs.items():
+        assert main(["train", "--comp", "quora", "--source", "sample", *argv, "--force"]) == 0  # alone
+        assert (config.model_dir("quora", "sample", run) / "oof.parquet").read_bytes() == together[run]
