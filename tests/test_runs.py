@@ -75,3 +75,19 @@ def test_seeds_train_a_run_each_and_a_bag_that_averages_them(features):
 def test_seeds_must_be_two_or_more_integers(features):
     assert _train(*LGBM, "--seeds", "1") == EXIT_STAGE_ERROR
     assert _train(*LGBM, "--seeds", "1,x") == EXIT_STAGE_ERROR
+
+
+def test_the_command_that_remakes_a_run_names_its_model_options_and_seeds(features):
+    from pipelines.common.compare_runs import train_command
+
+    assert _train("--model", "bow_lr", "--run", "bow_lr-c003", "--bow-C", "0.03", "--bow-word-only") == 0
+    assert _train(*LGBM, "--seeds", "1,2") == 0
+    assert train_command("quora", "sample", "bow_lr") == "make train COMP=quora SOURCE=sample MODEL=bow_lr"
+    assert train_command("quora", "sample", "bow_lr-c003") == (
+        "make train COMP=quora SOURCE=sample MODEL=bow_lr RUN=bow_lr-c003 ARGS='--bow-C 0.03 --bow-word-only'")
+    assert train_command("quora", "sample", "lgbm-seed2") == (
+        "make train COMP=quora SOURCE=sample MODEL=lgbm RUN=lgbm-seed2 ARGS='--lgbm-rounds 15 "
+        "--lgbm-early-stopping 0 --lgbm-bow-columns 0 --seed 2'")
+    assert train_command("quora", "sample", "lgbm-bag2") == (
+        "make train COMP=quora SOURCE=sample MODEL=lgbm SEEDS=1,2 ARGS='--lgbm-rounds 15 --lgbm-early-stopping 0 "
+        "--lgbm-bow-columns 0'")

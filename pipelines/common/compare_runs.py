@@ -40,10 +40,65 @@ class ModelRun:
 
 
 def train_command(comp: str, source: str, model: str) -> str:
-    """The make command that (re)creates one model run."""
+    """The make command that (re)creates one run: a model's own run by its name; a named run (RUN=), a seed's
+    run or a bag (SEEDS=) from what its folder recorded (the options that differ from the defaults)."""
     if model == BLEND or model.startswith(BLEND + "_"):
         return f"make blend COMP={comp} SOURCE={source}"
-    return f"make train COMP={comp} SOURCE={source} MODEL={model}"
+    plain = f"make train COMP={comp} SOURCE={source} MODEL={model}"
+    try:
+        registry = competitions.get(comp).models
+        if model in registry:
+            return plain
+        return _run_command(comp, source, model, registry) or plain
+    except Exception as exc:  # a registry or run folder that cannot be read: the plain form is all there is
+        log.debug("%s: no command from its records (%s)", model, exc)
+        return plain
+
+
+def _run_command(comp: str, source: str, run: str, registry) -> str | None:
+    head = f"make train COMP={comp} SOURCE={source}"
+    params = read_optional_json(config.model_dir(comp, source, run) / "params.json")
+    inner = params.get("params") if isinstance(params.get("params"), dict) else {}
+    if inner.get("bag_of") in registry:  # a bag: its members' options and seeds again
+        members = inner.get("members") or []
+        first = _recorded_flags(comp, source, members[0], registry) if members else None
+        seeds = [str(read_optional_json(config.model_dir(comp, source, m) / "params.json").get("seed"))
+                 for m in members]
+        base = run.rsplit("-bag", 1)[0]
+        named = f" RUN={base}" if base != inner["bag_of"] else ""
+        flags = first[1] if first else []
+        return (f"{head} MODEL={inner['bag_of']}{named} SEEDS={','.join(seeds)}"
+                + (f" ARGS='{' '.join(flags)}'" if flags else ""))
+    recorded = _recorded_flags(comp, source, run, registry)
+    if recorded is None:
+        return None
+    model, flags, seed = recorded
+    flags = flags + ([f"--seed {seed}"] if seed not in (None, config.SEED) else [])
+    return f"{head} MODEL={model} RUN={run}" + (f" ARGS='{' '.join(flags)}'" if flags else "")
+
+
+def _recorded_flags(comp: str, source: str, run: str, registry):
+    """(model, the flags of the options that differ from the defaults, seed) of a run from its train lock."""
+    from pipelines.common.models import resolve_options
+    from pipelines.common.options import option_infos
+
+    run_dir = config.model_dir(comp, source, run)
+    model = read_optional_json(run_dir / "params.json").get("model")
+    used = read_optional_json(run_dir / "train.lock.json").get("params_used") or {}
+    if model not in registry or not isinstance(used.get("options"), dict):
+        return None
+    spec = registry[model]
+    defaults = resolve_options(spec, {}, competitions.get(comp).profile(config.source_label(source), model))
+    flags = []
+    for info in option_infos(spec.options):
+        if info.name not in used["options"]:
+            continue
+        value = used["options"][info.name]
+        if value != getattr(defaults, info.name):
+            flag = (info.flag if value else info.negate) if info.type is bool else f"{info.flag} {value}"
+            if flag:
+                flags.append(flag)
+    return model, flags, used.get("seed")
 
 
 def read_optional_json(path: Path) -> dict:
