@@ -77,7 +77,7 @@ class NoisyOracleModel:
         pass
 
 
-class CalibratedModel:
+class CalibratedModel(FixedModel):
     """Fixed OOF probabilities, perfectly calibrated by construction (``calibrated_data``), or sharpened
     (``sharpen`` > 1: over-confident) to stage a badly calibrated run."""
 
@@ -89,17 +89,7 @@ class CalibratedModel:
             p = p / p.sum(axis=1, keepdims=True)
         self.oof = p[:, 1] if p.shape[1] == 2 else p
 
-    def fit(self, fold, train_idx, valid_idx, fold_dir):
-        return None
-
-    def predict_valid(self, model, valid_idx):
-        return self.oof[valid_idx]
-
-    def predict_test(self, model):
-        return None
-
-    def save(self, model, fold_dir):
-        pass
+    test = None  # no test set: FixedModel's methods serve
 
 
 def calibrated_data(comp: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -151,7 +141,7 @@ class TinyLightGBM:
         model.save_model(str(Path(fold_dir) / "model.txt"))
 
 
-class AverageBlend:
+class AverageBlend(FixedModel):
     """Weighted average of trained models' OOF predictions, in the blend's params format
     (``models`` and ``weights``)."""
 
@@ -163,17 +153,7 @@ class AverageBlend:
         if len(class_names) == 1:
             self.oof = self.oof[:, 0]
 
-    def fit(self, fold, train_idx, valid_idx, fold_dir):
-        return None
-
-    def predict_valid(self, model, valid_idx):
-        return self.oof[valid_idx]
-
-    def predict_test(self, model):
-        return None
-
-    def save(self, model, fold_dir):
-        pass
+    test = None  # no test set: FixedModel's methods serve
 
 
 def fake_targets(comp: str, n: int, seed: int = 0) -> np.ndarray:

@@ -57,7 +57,6 @@ class ModelSpec:
     group: str | None = None                        # --help group title (default: the models sharing the options)
     defaults: dict = field(default_factory=dict)    # this model's own defaults of shared options
     run_name: Callable[[Any], str] | None = None    # the run folder's name from the options (default: name)
-    resolve: str | Callable | None = None           # "module:function"(options, ctx) -> options: late defaults
 
     def builder(self) -> Callable:
         return _load(self.build)
@@ -126,19 +125,10 @@ def add_model_arguments(parser: argparse.ArgumentParser, registry: ModelRegistry
                     default_text=lambda info, specs=specs: _default_text(info, specs, profiles or {}))
 
 
-def resolve_options(spec: ModelSpec, given: dict, profile: dict | None = None, ctx: RunContext | None = None):
-    """The spec's options dataclass: field defaults < spec.defaults < profile < given; then ``spec.resolve``."""
+def resolve_options(spec: ModelSpec, given: dict, profile: dict | None = None):
+    """The spec's options dataclass: field defaults < spec.defaults < profile < given."""
     names = {f.name for f in dataclasses.fields(spec.options)}
     values = {k: v for k, v in spec.defaults.items() if k in names}
     values.update({k: v for k, v in (profile or {}).items() if k in names})
     values.update({k: v for k, v in given.items() if k in names})
-    options = spec.options(**values)
-    if spec.resolve is not None:
-        options = _load(spec.resolve)(options, ctx)
-    return options
-
-
-def options_dict(options) -> dict:
-    return dataclasses.asdict(options)
-
-
+    return spec.options(**values)

@@ -118,10 +118,6 @@ def add_options(parser, options_cls: type, title: str | None = None, declared: d
                                metavar=info.metavar, nargs=info.nargs, help=help_text)
 
 
-def fill_options(options_cls: type, args: argparse.Namespace, **layers):
-    """``options_cls`` with the command line's values over its defaults."""
-    return options_cls(**given_options(args, options_cls))
-
 def given_options(args: argparse.Namespace, options_cls: type) -> dict:
     """{field: value} of the options the command line set (None: not given)."""
     out = {}

@@ -83,9 +83,3 @@ class Task:
     def from_class_probs(self, probs: np.ndarray) -> np.ndarray:
         """The task's shape of (n, K) class probabilities: the positive column for binary."""
         return probs[:, 1] if self.kind == "binary" else probs
-
-
-def task_of_prediction(pred: np.ndarray, pred_columns) -> Task:
-    """A Task matching a prediction array's shape (for code that only has the arrays, e.g. old runs)."""
-    kind = "binary" if np.ndim(pred) == 1 else "multiclass"
-    return Task(kind=kind, id_column=ID, pred_columns=tuple(pred_columns))

@@ -68,7 +68,7 @@ def model_options(comp, name: str, args: argparse.Namespace, ctx: RunContext):
     if name not in comp.models:
         raise StageError(f"unknown {comp.name} model {name!r}; use one of: {', '.join(comp.models.names())}")
     spec = comp.models[name]
-    return spec, resolve_options(spec, given_options(args, spec.options), comp.profile(ctx.source_label, name), ctx)
+    return spec, resolve_options(spec, given_options(args, spec.options), comp.profile(ctx.source_label, name))
 
 
 def build_model(comp, name: str, args: argparse.Namespace, data=None):
