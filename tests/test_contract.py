@@ -12,6 +12,9 @@ import pytest
 
 from pipelines import competitions, config
 from pipelines.__main__ import EXIT_STAGE_ERROR, main
+from pipelines.common import runs
+
+from run_helpers import default_run, run_of
 
 COMMON = Path(__file__).resolve().parent.parent / "pipelines" / "common"
 
@@ -30,7 +33,8 @@ def test_a_third_competition_runs_every_stage_with_a_prediction_column_called_ta
     for stage in ("data", "features"):
         assert main([stage, "--comp", "tabular", "--source", src]) == 0
     assert main(["train", "--comp", "tabular", "--source", src, "--model", "all", "--logistic-C", "0.5"]) == 0
-    run = config.model_dir("tabular", src, "logistic")
+    run = run_of("tabular", src, "logistic")
+    assert run.name.startswith("C=0.5-")
     oof = pd.read_parquet(run / "oof.parquet")
     # the label column moves aside for the prediction column `target` (it crashed finish_cv before)
     assert list(oof.columns) == ["id", "fold", "target_label", "target"]
@@ -52,13 +56,17 @@ def test_train_is_a_stage_nothing_changed_nothing_rewritten(tabular):
     src = tabular
     for stage in ("data", "features", "train"):
         assert main([stage, "--comp", "tabular", "--source", src]) == 0
-    run = config.model_dir("tabular", src, "logistic")
+    run = default_run("tabular", src, "logistic")
     before = {p.name: p.stat().st_mtime_ns for p in run.iterdir() if p.is_file()}
     assert main(["train", "--comp", "tabular", "--source", src]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in run.iterdir() if p.is_file()} == before
-    # a changed option re-runs it
+    # a changed option trains another run beside it, the default run left as it was
     assert main(["train", "--comp", "tabular", "--source", src, "--logistic-C", "2"]) == 0
-    assert (run / "oof.parquet").stat().st_mtime_ns != before["oof.parquet"]
+    found = runs.runs_of("tabular", src, "logistic")
+    assert len(found) == 2 and f"logistic/{run.name}" in found
+    (other,) = [p for p in found.values() if p != run]
+    assert other.name.startswith("C=2-") and (other / "oof.parquet").is_file()
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir() if p.is_file()} == before
 
 
 def test_a_competition_without_a_sample_says_so(tabular):
