@@ -47,19 +47,22 @@ def test_a_second_process_on_a_locked_run_stops_at_once_naming_the_holder(projec
     from quora_model_helpers import write_fake_features
 
     write_fake_features(config.features_dir("quora", "sample"))
-    proc = holder(config.model_dir("quora", "sample", "bow_lr"))
+    run = config.model_dir("quora", "sample", "bow_lr/held")  # the run `--run held` of bow_lr
+    proc = holder(run)
     started = time.perf_counter()
-    assert main(["train", "--comp", "quora", "--source", "sample", "--model", "bow_lr"]) == EXIT_STAGE_ERROR
+    assert main(["train", "--comp", "quora", "--source", "sample", "--model", "bow_lr", "--run", "held"]) \
+        == EXIT_STAGE_ERROR
     assert time.perf_counter() - started < 30  # at once: no wait for the holder
     err = capsys.readouterr().err
-    assert f"is being written by PID {proc.pid}" in err and "bow_lr" in err and "test holder" not in err
-    assert not (config.model_dir("quora", "sample", "bow_lr") / "folds").exists()  # nothing of it was written
+    assert f"is being written by PID {proc.pid}" in err and "bow_lr/held" in err and "test holder" not in err
+    assert not (run / "folds").exists()  # nothing of it was written
     # another model of the same source trains meanwhile
     assert main(["train", "--comp", "quora", "--source", "sample", "--model", "bow_svm"]) == 0
     proc.kill()
     proc.wait()
     # the holder died: its lock went with it
-    assert main(["train", "--comp", "quora", "--source", "sample", "--model", "bow_lr"]) == 0
+    assert main(["train", "--comp", "quora", "--source", "sample", "--model", "bow_lr", "--run", "held"]) == 0
+    assert (run / "oof.parquet").is_file()
 
 
 def test_the_data_stage_locks_its_folder(project_dirs, holder, capsys):
@@ -96,8 +99,8 @@ def test_two_runs_trained_at_the_same_time_equal_the_runs_trained_alone(project_
     from quora_model_helpers import write_fake_features
 
     write_fake_features(config.features_dir("quora", "sample"))
-    runs = {"lr-a": ["--model", "bow_lr", "--run", "lr-a", "--bow-C", "0.3"],
-            "lgbm-b": ["--model", "lgbm", "--run", "lgbm-b", "--lgbm-rounds", "30", "--lgbm-early-stopping", "0"]}
+    runs = {"bow_lr/lr-a": ["--model", "bow_lr", "--run", "lr-a", "--bow-C", "0.3"],
+            "lgbm/lgbm-b": ["--model", "lgbm", "--run", "lgbm-b", "--lgbm-rounds", "30", "--lgbm-early-stopping", "0"]}
     procs = [subprocess.Popen([sys.executable, "-c", TRAIN, str(project_dirs), *argv], stderr=subprocess.DEVNULL)
              for argv in runs.values()]
     assert [p.wait(timeout=300) for p in procs] == [0, 0]
