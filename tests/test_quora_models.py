@@ -18,6 +18,7 @@ from pipelines.common.cv import run_cv
 from pipelines.common.keras_fit import STATE_FILE
 from pipelines.common.log import StageError
 from quora_model_helpers import interrupted_after_first_checkpoint, write_fake_features
+from run_helpers import run_of
 
 PRIOR_LOG_LOSS = 0.66  # log loss of predicting the positive rate (~0.37 with the label noise)
 NN_OPTS = ["--epochs", "1", "--units", "4", "--dense", "4", "--batch-size", "128"]
@@ -39,7 +40,7 @@ def nn_features(project_dirs):
 
 
 def _oof(model: str) -> pd.DataFrame:
-    return pd.read_parquet(config.model_dir("quora", "sample", model) / "oof.parquet")
+    return pd.read_parquet(run_of("quora", "sample", model) / "oof.parquet")
 
 
 def test_missing_features_is_a_stage_error(project_dirs):
@@ -54,7 +55,7 @@ def test_the_registry_lists_the_models_in_order():
 @pytest.mark.parametrize("model, saved", [("bow_svm", "model.pkl"), ("bow_lr", "model.pkl"), ("lgbm", "model.txt")])
 def test_classic_models_learn(features, model, saved):
     assert train.main(train_args("--model", model)) == 0
-    out = config.model_dir("quora", "sample", model)
+    out = run_of("quora", "sample", model)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["log_loss"] < PRIOR_LOG_LOSS - 0.08 and metrics["auc"] > 0.75
     oof = _oof(model)
@@ -70,9 +71,9 @@ def test_classic_models_learn(features, model, saved):
 @pytest.mark.parametrize("model", ["bow_lr", "lgbm"])
 def test_oof_byte_identical_on_rerun(features, model):
     train.main(train_args("--model", model))
-    first = (config.model_dir("quora", "sample", model) / "oof.parquet").read_bytes()
+    first = (run_of("quora", "sample", model) / "oof.parquet").read_bytes()
     train.main(train_args("--model", model, "--no-resume"))  # refits every fold
-    assert (config.model_dir("quora", "sample", model) / "oof.parquet").read_bytes() == first
+    assert (run_of("quora", "sample", model) / "oof.parquet").read_bytes() == first
 
 
 def test_changed_features_restart_the_folds(features, caplog):
@@ -94,7 +95,7 @@ def test_model_all_trains_every_model_in_order(nn_features, caplog):
         assert any(m.startswith(f"{name}: CV log loss ") for m in messages)
         oof = _oof(name)
         assert len(oof) == 240 and oof["is_duplicate"].between(0, 1).all()
-    nn_dir = config.model_dir("quora", "sample", "siamese_gru")
+    nn_dir = run_of("quora", "sample", "siamese_gru")
     history = json.loads((nn_dir / "history.json").read_text())
     assert set(history) == {"0", "1"} and len(history["0"]["loss"]) == 1 and "val_loss" in history["0"]
     assert (nn_dir / "learning_curve.png").exists()
@@ -217,7 +218,7 @@ def test_lgbm_without_early_stopping_runs_every_round(features):
     import lightgbm as lgb
 
     train.main(train_args("--model", "lgbm", "--lgbm-early-stopping", "0", "--lgbm-rounds", "30"))
-    out = config.model_dir("quora", "sample", "lgbm")
+    out = run_of("quora", "sample", "lgbm")
     booster = lgb.Booster(model_file=str(out / "folds" / "fold_0" / "model.txt"))
     assert booster.num_trees() == 30
     assert json.loads((out / "metrics.json").read_text())["log_loss"] < PRIOR_LOG_LOSS
