@@ -14,7 +14,8 @@ PYTHON_BOOT ?= $(shell command -v python3.11 || command -v python3)
 export KERAS_HOME ?= $(CURDIR)/.keras
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 PIPELINE := $(PY) -m pipelines
-# RUN=<name>: the run folder of `make train` (default: the model's name); SEEDS=42,43,44: a run per seed and their bag.
+# RUN=<name>: the run folder of `make train` under models/<comp>/<source>/<model>/ (default: what differs from the
+# defaults + a hash); SEEDS=42,43,44: a run per seed and their bag.
 RUN ?=
 SEEDS ?=
 # The competitions, from the registry (pipelines/competitions.py); read when a recipe runs, after setup.

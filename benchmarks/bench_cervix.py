@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.report import peak_rss_mb, update_section
-from benchmarks.shared import SHARED_DATA, use_shared_weights
+from benchmarks.shared import latest_run, SHARED_DATA, use_shared_weights
 from pipelines import config
 from pipelines.__main__ import main as pipeline_main
 from pipelines.common.io import read_json
@@ -99,10 +99,11 @@ def quality(args: argparse.Namespace) -> tuple[str, dict]:
         t0 = time.perf_counter()
         run_stage("train", "--comp", "cervix", "--source", source, *stage_model, *extra)
         wall = time.perf_counter() - t0
-        metrics = read_json(config.model_dir("cervix", source, model) / "metrics.json")
-        params = read_json(config.model_dir("cervix", source, model) / "params.json")["params"]
+        key, run_dir = latest_run("cervix", source, "cnn_features" if features_of else model)
+        metrics = read_json(run_dir / "metrics.json")
+        params = read_json(run_dir / "params.json")["params"]
         pretrained = params.get("weights", "none") not in ("none", None) and model != "bow_svm"
-        trained.append((model, pretrained))
+        trained.append((key, pretrained))
         rows.append((model, metrics, pretrained, wall, params))
     blends = []
     scratch = [m for m, pre in trained if not pre]

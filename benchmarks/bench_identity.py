@@ -51,6 +51,25 @@ def pipeline(code: Path, root: Path, sources: dict[str, list[str]], build: bool)
                 f"identity-{Path(src).name}")
 
 
+def prediction_files(side: Path) -> dict[str, Path]:
+    """{logical name: file} of a project root's prediction parquets and identity submission CSVs, the same name
+    in either run layout: ``models/<comp>/<source>/<model>/<file>`` for a model's default run (flat: the folder
+    named like the model; per-model: ``<model>/default-<hash>/``) and the blend."""
+    out = {}
+    for path in side.glob("models/*/*/**/*.parquet"):
+        rel = path.relative_to(side)
+        parts = rel.parts  # models, comp, source, <model>[, <run>], file
+        if "folds" in parts or any(p.startswith(".") for p in parts):
+            continue
+        if len(parts) == 6 and parts[4].startswith("default-"):
+            rel = Path(*parts[:4], parts[5])
+        elif len(parts) != 5:
+            continue
+        out[str(rel)] = path
+    out.update({str(p.relative_to(side)): p for p in side.glob("submissions/*/identity-*.csv")})
+    return out
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     root = Path(args.root)
@@ -67,10 +86,9 @@ def main(argv: list[str]) -> int:
         pipeline(REPO_ROOT, root / "after", sources, build=False)
     finally:
         subprocess.run(["git", "-C", str(REPO_ROOT), "worktree", "remove", "--force", str(before_code)], check=False)
-    files = sorted(p.relative_to(root / "before") for p in (root / "before").glob("models/*/*/*/*.parquet"))
-    files += sorted(p.relative_to(root / "before") for p in (root / "before").glob("submissions/*/identity-*.csv"))
-    same = [f for f in files if (root / "after" / f).exists() and filecmp.cmp(root / "before" / f,
-                                                                             root / "after" / f, shallow=False)]
+    before, after = prediction_files(root / "before"), prediction_files(root / "after")
+    files = sorted(before)
+    same = [f for f in files if f in after and filecmp.cmp(before[f], after[f], shallow=False)]
     differ = [str(f) for f in files if f not in same]
     lines = [f"Code before: `{args.before}`; after: the working tree. Same data and features folders for both "
              "(built once by the code before). Compared byte for byte:", "",

@@ -47,8 +47,9 @@ def main(argv: list[str]) -> None:
             total += wall
             rows.append(f"| {comp} | {stage} | {wall:.1f} | {rss:.0f} |")
     load_after = os.getloadavg()[0]
-    cervix_models = ", ".join(sorted(d.name for d in config.models_dir("cervix", "sample").iterdir()
-                                     if d.is_dir() and d.name != "blend"))
+    from pipelines.common import runs
+
+    cervix_models = ", ".join(k for k in runs.run_folders(config.models_dir("cervix", "sample")) if k != "blend")
     verdict = "**met**" if total <= 15 * 60 else "**not met**"
     body = ("From an empty `data/<comp>/sample` and `models/<comp>/sample` (the same stage commands `make all` "
             "runs).\n\n| competition | stage | wall s | peak RSS so far, MB |\n|---|---|---:|---:|\n"

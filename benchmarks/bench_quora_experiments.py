@@ -75,27 +75,30 @@ def main(argv: list[str]) -> int:
     models = next((root / "models" / "quora").glob("local-*"), None)
     if models is None:
         raise SystemExit(f"no Quora runs under {root}/models/quora: run without --reuse first")
-    defaults = ["bow_svm", "bow_lr", "lgbm", "siamese_gru-seed42", "siamese_lstm-seed42"]
-    present = [r for r in defaults if (models / r / "oof.parquet").exists()]
+    from pipelines.common import runs as run_layout
+
+    stage(root, "compare", *src)  # also moves runs of the earlier one-run-per-model layout under their models
+    all_runs = {k: p for k, p in run_layout.run_folders(models).items() if k != "blend"}
+    present = [k for k in all_runs if run_layout.split_key(k)[1].startswith("default-")]
     blends = {}
     for label, runs in (("the default runs, one seed each", ",".join(present)), ("all runs", None)):
         stage(root, "blend", *src, "--no-submission", "--force", *(["--runs", runs] if runs else []))
         blends[label] = read(models / "blend" / "metrics.json")
 
     rows = []
-    for run_dir in sorted(p for p in models.iterdir() if p.is_dir() and not p.name.startswith(".")
-                          and p.name != "blend"):
+    for key, run_dir in all_runs.items():
         m = read(run_dir / "metrics.json")
         if m:
-            rows.append(f"| {run_dir.name} | {m['log_loss']:.4f} | {m.get('auc', float('nan')):.4f} | "
+            rows.append(f"| {key} | {m['log_loss']:.4f} | {m.get('auc', float('nan')):.4f} | "
                         f"{m.get('fit_seconds', 0.0):.0f} |")
-    tune = read(models / "tuned-lgbm" / "tune.json")
-    default_lgbm = read(models / "lgbm" / "metrics.json").get("log_loss")
-    tuned = read(models / "tuned-lgbm" / "metrics.json").get("log_loss")
+    tune = read(models / "lgbm" / "tuned-lgbm" / "tune.json")
+    default_lgbm = next((read(p / "metrics.json").get("log_loss") for k, p in all_runs.items()
+                         if k.startswith("lgbm/default-")), None)
+    tuned = read(models / "lgbm" / "tuned-lgbm" / "metrics.json").get("log_loss")
     lines = ["Every run's 5-fold CV on the 11,587 real pairs (fit seconds: all five folds; shared 2-core machine, "
              "so times are indicative):", "", "| run | CV log loss | AUC | fit s |", "|---|---:|---:|---:|", *rows, ""]
     for model in ("siamese_gru", "siamese_lstm"):
-        bag = read(models / f"{model}-bag3" / "metrics.json")
+        bag = next((read(p / "metrics.json") for k, p in all_runs.items() if k.startswith(f"{model}/bag-")), {})
         if bag:
             members = bag.get("members", {})
             lines.append(f"- {model}: the bag of 3 seeds {bag['log_loss']:.4f} against its seeds "

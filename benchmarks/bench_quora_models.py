@@ -175,7 +175,8 @@ def quality(args, models: list[str], extra: list[str]) -> tuple[str, dict]:
     features_dir = config.features_dir("quora", source)
     rows = {}
     for m in models:
-        rows[m] = run_child(m, features_dir, config.model_dir("quora", source, m), source, extra, only_fold=False)
+        rows[m] = run_child(m, features_dir, config.model_dir("quora", source, f"{m}/bench"), source, extra,
+                            only_fold=False)
     blend_dir = config.model_dir("quora", source, "blend")
     # The stacker first, for its row; then the default blend, which stays in models/.../blend.
     if cli(["blend", "--comp", "quora", "--source", source, "--no-submission", "--method", "stack"]) != 0:

@@ -24,3 +24,13 @@ def use_shared_weights() -> Path | None:
         os.environ["PIPELINES_WEIGHTS_DIR"] = str(SHARED_WEIGHTS)
         config.WEIGHTS_DIR = SHARED_WEIGHTS
     return config.WEIGHTS_DIR
+
+
+def latest_run(comp: str, source: str, model: str) -> tuple[str, Path]:
+    """(key, folder) of the model's most recently finished run (the one a stage command just trained)."""
+    from pipelines.common import runs
+
+    found = [(k, p) for k, p in runs.runs_of(comp, source, model).items() if (p / "metrics.json").exists()]
+    if not found:
+        raise SystemExit(f"no finished run of {model} under models/{comp}/{source}")
+    return max(found, key=lambda kp: (kp[1] / "metrics.json").stat().st_mtime_ns)

@@ -149,8 +149,9 @@ def models_dir(comp: str, source: str) -> Path:
     return MODELS_DIR / check_comp(comp) / source_label(source)
 
 
-def model_dir(comp: str, source: str, model: str) -> Path:
-    return models_dir(comp, source) / model
+def model_dir(comp: str, source: str, key: str) -> Path:
+    """The folder of a run by its key ``<model>/<run>`` (``pipelines.common.runs``), or of the blend (``blend``)."""
+    return models_dir(comp, source) / key
 
 
 def submissions_dir(comp: str) -> Path:

@@ -77,10 +77,10 @@ def test_a_fixed_seed_picks_the_same_best_trial_twice_and_the_best_becomes_a_run
 
     models = config.models_dir("tabular", src)
     runs = finished_runs(models)
-    assert {"tuned-a", "tuned-b", "tuned-c"} <= set(runs)
-    assert not [r for r in runs if r.startswith(".") or r.startswith("t") and r[1:].isdigit()]
+    assert {"logistic/tuned-a", "logistic/tuned-b", "logistic/tuned-c"} <= set(runs)
+    assert not [r for r in runs if "/." in r or r.startswith(".") or r.split("/")[-1][1:].isdigit()]
     assert {r.name for r in load_runs(models, "tabular", src)[0]} == set(runs)
-    best = models / "tuned-a"
+    best = models / "logistic" / "tuned-a"
     assert (best / "oof.parquet").is_file() and (best / "test.parquet").is_file()
     record = json.loads((best / "tune.json").read_text(encoding="utf-8"))
     assert record["study"] == "a" and record["n_trials"] == 3 and record["best_trial"] == first["best_trial"]
@@ -150,7 +150,7 @@ def test_two_workers_on_one_sqlite_study_finish_n_trials_together(tabular, tmp_p
     assert sorted(t.number for t in done) == list(range(6))
     assert len({tuple(sorted(t.params.items())) for t in done}) == 6  # no parameter set twice
     assert len({t.user_attrs["worker"] for t in done}) == 2  # both workers ran trials
-    assert (config.models_dir("tabular", src) / "tuned-logistic" / "tune.json").is_file()
+    assert (config.models_dir("tabular", src) / "logistic" / "tuned-logistic" / "tune.json").is_file()
 
 
 def test_a_trial_whose_worker_died_is_marked_failed_and_not_counted(tabular):
@@ -204,7 +204,7 @@ def test_a_pruned_trial_stops_after_its_first_fold(tabular, monkeypatch, caplog)
     assert not (trial_dir / "metrics.json").exists()
     # no complete trial: no tuned run, and the pruned trials count towards --trials
     assert summary["n_pruned"] == 2 and summary["best_trial"] is None
-    assert not (config.models_dir("tabular", src) / "tuned-logistic").exists()
+    assert not (config.models_dir("tabular", src) / "logistic" / "tuned-logistic").exists()
 
 
 def test_fixed_options_are_not_searched_and_the_best_run_can_be_named(tabular):
@@ -212,8 +212,8 @@ def test_fixed_options_are_not_searched_and_the_best_run_can_be_named(tabular):
     with pytest.raises(StageError, match="fixes every option"):
         run_tune(src, "--trials", "1", "--logistic-C", "0.5")
     summary = run_tune(src, "--trials", "1", "--run", "logistic-best")
-    assert (config.models_dir("tabular", src) / "logistic-best" / "tune.json").is_file()
-    assert summary["final"]["run"] == "logistic-best"
+    assert (config.models_dir("tabular", src) / "logistic" / "logistic-best" / "tune.json").is_file()
+    assert summary["final"]["run"] == "logistic/logistic-best"
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -287,6 +287,6 @@ def test_a_quora_model_tunes_through_its_own_options(project_dirs):
                                   "--lgbm-bow-columns", "0", comp="quora"))
     assert summary["n_trials"] == 2 and set(summary["best_params"]) == {
         "learning_rate", "num_leaves", "min_data_in_leaf", "feature_fraction"}
-    run = config.models_dir("quora", "sample") / "tuned-lgbm"
+    run = config.models_dir("quora", "sample") / "lgbm" / "tuned-lgbm"
     params = json.loads((run / "params.json").read_text(encoding="utf-8"))["params"]
     assert params["num_leaves"] == summary["best_params"]["num_leaves"] and params["num_boost_round"] == 20

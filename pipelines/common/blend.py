@@ -1,7 +1,7 @@
 """Blend stage (every competition): ``make blend COMP=<comp> [ARGS='--method stack --models a,b']``.
 
-Reads every finished model run under ``models/<comp>/<source>/`` (a folder with oof.parquet and
-test.parquet; ``blend`` itself excluded), checks they were trained on the same rows, folds and
+Reads every finished model run under ``models/<comp>/<source>/<model>/<run>/`` (a folder with oof.parquet
+and test.parquet; ``pipelines.common.runs``), checks they were trained on the same rows, folds and
 targets, and fits a blend on their out-of-fold predictions:
 
 - ``--method weights``: non-negative weights summing to 1, one per model, applied to the
@@ -10,7 +10,9 @@ targets, and fits a blend on their out-of-fold predictions:
   log-probabilities (multi-class);
 - ``--method auto`` (default): both, each cross-fitted; the better OOF log loss is used and both are reported.
 
-``--runs 'lgbm*,siamese_gru-bag*'`` blends the runs matching the patterns (``--models``: exact names).
+``--runs 'lgbm/*,siamese_gru/bag-*'`` blends the runs whose keys (``<model>/<run>``) match the patterns; a
+pattern without ``/`` matches models' names (``lgbm``: every run of lgbm) or runs' names (``tuned-*``).
+``--models``: exact keys or model names.
 
 Runs that ``make compare`` would flag as stale (trained on features, folds or data that changed since)
 are refused, each named with the command that re-trains it, unless ``--allow-stale`` (recorded in the
@@ -39,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines import competitions, config
+from pipelines.common import runs as run_layout
 from pipelines.common.compare_runs import BLEND, train_command
 from pipelines.common.cv import load_predictions, pred_frame
 from pipelines.common.io import read_json, sha256_file, sha256_json, write_json, write_parquet
@@ -68,10 +71,12 @@ def add_arguments(parser: argparse.ArgumentParser, comp: str | None = None) -> N
                         help="weights: non-negative weights summing to 1; stack: logistic regression on the models' "
                              "logits; auto (default): fit both, report both cross-fitted scores, use the better")
     parser.add_argument("--runs", default=None, metavar="PATTERNS",
-                        help="comma-separated run names or shell patterns to blend, e.g. 'lgbm*,siamese_gru-bag*' "
+                        help="comma-separated shell patterns of the runs to blend, on <model>/<run> "
+                             "('lgbm/*,siamese_gru/bag-*') or, without '/', on a model's or a run's name "
                              "(default: every finished run)")
     parser.add_argument("--models", default=None,
-                        help="comma-separated run names to blend (exact names; --runs takes patterns)")
+                        help="comma-separated runs (<model>/<run>) or models (every run of each) to blend; "
+                             "--runs takes patterns")
     parser.add_argument("--stack-C", type=float, default=1.0, help="inverse regularisation of the stacker")
     parser.add_argument("--name", default=None,
                         help="submission file name (default: <source>-blend-<method>-<timestamp>)")
@@ -91,22 +96,25 @@ def add_arguments(parser: argparse.ArgumentParser, comp: str | None = None) -> N
 # ----- loading -----------------------------------------------------------------------------------
 
 def finished_runs(models_root: Path, subset: list[str] | None = None) -> dict[str, Path]:
-    """{model name: folder} of runs with both oof.parquet and test.parquet, in name order."""
+    """{run key: folder} of runs with both oof.parquet and test.parquet, in key order; ``subset``: exact keys
+    or model names (every run of the model)."""
     runs = {}
-    if models_root.is_dir():
-        # dot-folders are working files (a tuner's trials), not runs
-        for d in sorted(p for p in models_root.iterdir() if p.is_dir() and p.name != BLEND
-                        and not p.name.startswith(".")):
-            if (d / "oof.parquet").exists() and (d / "test.parquet").exists():
-                runs[d.name] = d
-            else:
-                log.info("skipping %s: not a finished run (no oof.parquet/test.parquet)", d.name)
+    for key, d in run_layout.run_folders(models_root).items():
+        if key == BLEND:
+            continue
+        if (d / "oof.parquet").exists() and (d / "test.parquet").exists():
+            runs[key] = d
+        else:
+            log.info("skipping %s: not a finished run (no oof.parquet/test.parquet)", key)
     if subset:
-        unknown = [m for m in subset if m not in runs]
-        if unknown:
-            raise StageError(f"--models names {unknown} that have no finished run in {models_root} "
-                             f"(finished: {', '.join(runs) or 'none'})")
-        runs = {m: runs[m] for m in subset}
+        chosen = {}
+        for name in subset:
+            hits = [k for k in runs if k == name or run_layout.split_key(k)[0] == name]
+            if not hits:
+                raise StageError(f"--models {name}: no finished run in {models_root} is {name} or a run of it "
+                                 f"(finished: {', '.join(runs) or 'none'})")
+            chosen.update({k: runs[k] for k in hits})
+        runs = chosen
     return runs
 
 
@@ -310,17 +318,15 @@ def report_table(metrics: dict) -> str:
 
 
 def select_runs(runs: dict[str, Path], patterns: str | None, models_root: Path) -> dict[str, Path]:
-    """The runs whose names match one of the comma-separated shell ``patterns`` (every run when None)."""
+    """The runs matching one of the comma-separated shell ``patterns`` (``runs.match``; every run when None)."""
     if not patterns:
         return runs
-    import fnmatch
-
     wanted = [p.strip() for p in patterns.split(",") if p.strip()]
-    empty = [p for p in wanted if not fnmatch.filter(runs, p)]
+    empty = [p for p in wanted if not any(run_layout.match(k, p) for k in runs)]
     if empty:
         raise StageError(f"--runs {', '.join(empty)}: no finished run in {models_root} matches (finished: "
                          f"{', '.join(runs) or 'none'})")
-    return {name: path for name, path in runs.items() if any(fnmatch.fnmatchcase(name, p) for p in wanted)}
+    return {key: path for key, path in runs.items() if any(run_layout.match(key, p) for p in wanted)}
 
 
 def choose_blend(data: dict, method: str, stack_C: float = 1.0) -> dict:
@@ -424,6 +430,7 @@ def main(args: argparse.Namespace) -> int:
     comp, source = args.comp, args.source
     task = competitions.get(comp).task
     models_root = config.models_dir(comp, source)
+    run_layout.migrate_flat_runs(comp, source)
     subset = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     runs = select_runs(finished_runs(models_root, subset), getattr(args, "runs", None), models_root)
     if not runs:

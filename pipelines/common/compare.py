@@ -133,7 +133,7 @@ def make_figures(report: dict, runs: list[ModelRun], oofs: dict[str, pd.DataFram
         if history_path.exists():
             histories = read_optional_json(history_path)
             if any(histories.values()):
-                name = f"learning_curve_{run.name}.png"
+                name = figure_file_name("learning_curve", run.name)
                 attempt(name, plots.plot_learning_curves, histories, out_dir / name,
                         title=f"{title}: {run.name} learning curves")
     return written
@@ -284,10 +284,15 @@ def lightgbm_importance(run_dir: Path, top: int = TOP_FEATURES) -> dict | None:
                           "share": float(mean[name] / total) if total > 0 else 0.0} for name in order]}
 
 
-def importance_file_name(run_name: str) -> str:
+def figure_file_name(kind: str, run_name: str) -> str:
+    """``<kind>_<run key with '/' and odd characters as '_'>.png``: one flat file per run in the report folder."""
     import re
 
-    return f"importance_{re.sub(r'[^A-Za-z0-9._-]+', '_', run_name)}.png"
+    return f"{kind}_{re.sub(r'[^A-Za-z0-9._=+-]+', '_', run_name)}.png"
+
+
+def importance_file_name(run_name: str) -> str:
+    return figure_file_name("importance", run_name)
 
 
 def analyses(report: dict, runs: list[ModelRun], oofs: dict[str, pd.DataFrame], task: Task) -> dict:

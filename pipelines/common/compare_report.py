@@ -191,14 +191,13 @@ def build_comparison(comp: str, source: str, runs: list[ModelRun], problems: lis
 
 
 def run_groups(runs: list[ModelRun]) -> list[dict]:
-    """Runs grouped by the model they record (params.json "model"; a bag: the model it bags), for models with
-    two runs or more: each run's OOF log loss and the parameters (and seed) that differ between the group's runs."""
+    """Runs grouped by their model (the folder they sit in), for models with two runs or more: each run's OOF
+    log loss and the parameters (and seed) that differ between the group's runs."""
     groups: dict[str, list[ModelRun]] = {}
     for run in runs:
         if run.is_blend:
             continue
-        model = str(run.params.get("model") or run.name)
-        groups.setdefault(model, []).append(run)
+        groups.setdefault(run.model, []).append(run)
     out = []
     for model, members in groups.items():
         if len(members) < 2:

@@ -1,6 +1,9 @@
 """Reading a competition's model runs for the comparison, the blend and the submit check: what is there.
 
-    models/<comp>/<source>/<run>/   metrics.json, params.json, run.json, oof.parquet (the CV engine's format)
+    models/<comp>/<source>/<model>/<run>/   metrics.json, params.json, run.json, oof.parquet (the CV engine's)
+    models/<comp>/<source>/blend/           the blend
+
+A run is named by its key ``<model>/<run>`` (``pipelines.common.runs``); the blend by ``blend``.
 
 A folder with a readable metrics.json is a finished run (``ModelRun``); one with fold checkpoints and no
 metrics.json an interrupted run, and an unreadable metrics.json a problem: each problem comes with the
@@ -16,11 +19,12 @@ from pathlib import Path
 import pandas as pd
 
 from pipelines import competitions, config
+from pipelines.common import runs as run_layout
 from pipelines.common.io import read_json
 
 log = logging.getLogger(__name__)
 
-BLEND = "blend"
+BLEND = run_layout.BLEND
 
 
 @dataclass
@@ -38,67 +42,88 @@ class ModelRun:
     def is_blend(self) -> bool:
         return self.name == BLEND or self.name.startswith(BLEND + "_")
 
+    @property
+    def model(self) -> str:
+        """The model the run belongs to (its folder's parent); a bag's is the model it bags."""
+        return run_layout.split_key(self.name)[0]
 
-def train_command(comp: str, source: str, model: str) -> str:
-    """The make command that (re)creates one run: a model's own run by its name; a named run (RUN=), a seed's
-    run or a bag (SEEDS=) from what its folder recorded (the options that differ from the defaults)."""
-    if model == BLEND or model.startswith(BLEND + "_"):
+
+def train_command(comp: str, source: str, key: str) -> str:
+    """The make command that (re)creates one run (``key``: ``<model>/<run>``, or a model's name): its model, the
+    options that differ from the defaults (ARGS=) and its seed, from what its folder recorded; RUN= when its name is
+    not the one those options give; a bag: SEEDS= its members' seeds."""
+    if key == BLEND or key.startswith(BLEND + "_"):
         return f"make blend COMP={comp} SOURCE={source}"
+    model, _ = run_layout.split_key(key)
     plain = f"make train COMP={comp} SOURCE={source} MODEL={model}"
     try:
         registry = competitions.get(comp).models
-        if model in registry:
+        if "/" not in key or model not in registry:
             return plain
-        return _run_command(comp, source, model, registry) or plain
+        return _run_command(comp, source, key, registry) or plain
     except Exception as exc:  # a registry or run folder that cannot be read: the plain form is all there is
-        log.debug("%s: no command from its records (%s)", model, exc)
+        log.debug("%s: no command from its records (%s)", key, exc)
         return plain
 
 
-def _run_command(comp: str, source: str, run: str, registry) -> str | None:
+def _run_command(comp: str, source: str, key: str, registry) -> str | None:
     head = f"make train COMP={comp} SOURCE={source}"
-    params = read_optional_json(config.model_dir(comp, source, run) / "params.json")
+    model, name = run_layout.split_key(key)
+    params = read_optional_json(run_layout.run_dir(comp, source, key) / "params.json")
     inner = params.get("params") if isinstance(params.get("params"), dict) else {}
     if inner.get("bag_of") in registry:  # a bag: its members' options and seeds again
         members = inner.get("members") or []
         first = _recorded_flags(comp, source, members[0], registry) if members else None
-        seeds = [str(read_optional_json(config.model_dir(comp, source, m) / "params.json").get("seed"))
+        seeds = [str(read_optional_json(run_layout.run_dir(comp, source, m) / "params.json").get("seed"))
                  for m in members]
-        base = run.rsplit("-bag", 1)[0]
-        named = f" RUN={base}" if base != inner["bag_of"] else ""
+        named = f" RUN={name.rsplit('-bag', 1)[0]}" if not name.startswith("bag-") else ""
         flags = first[1] if first else []
         return (f"{head} MODEL={inner['bag_of']}{named} SEEDS={','.join(seeds)}"
                 + (f" ARGS='{' '.join(flags)}'" if flags else ""))
-    recorded = _recorded_flags(comp, source, run, registry)
+    recorded = _recorded_flags(comp, source, key, registry)
     if recorded is None:
         return None
-    model, flags, seed = recorded
+    model, flags, seed, auto_name = recorded
     flags = flags + ([f"--seed {seed}"] if seed not in (None, config.SEED) else [])
-    return f"{head} MODEL={model} RUN={run}" + (f" ARGS='{' '.join(flags)}'" if flags else "")
+    named = "" if name == auto_name else f" RUN={name}"
+    return f"{head} MODEL={model}{named}" + (f" ARGS='{' '.join(flags)}'" if flags else "")
 
 
-def _recorded_flags(comp: str, source: str, run: str, registry):
-    """(model, the flags of the options that differ from the defaults, seed) of a run from its train lock."""
+def _recorded_flags(comp: str, source: str, key: str, registry):
+    """(model, the flags of the options that differ from the defaults, seed, the name those options give the run)
+    of a run from its identity.json (else its train lock)."""
     from pipelines.common.models import resolve_options
     from pipelines.common.options import option_infos
 
-    run_dir = config.model_dir(comp, source, run)
-    model = read_optional_json(run_dir / "params.json").get("model")
-    used = read_optional_json(run_dir / "train.lock.json").get("params_used") or {}
-    if model not in registry or not isinstance(used.get("options"), dict):
+    model, _ = run_layout.split_key(key)
+    run_dir = run_layout.run_dir(comp, source, key)
+    ident = run_layout.recorded_identity(run_dir)
+    if ident is None:
+        used = read_optional_json(run_dir / "train.lock.json").get("params_used") or {}
+        ident = {"model": model, "options": used.get("options"), "seed": used.get("seed"),
+                 "train_options": used.get("train_options")}
+    if model not in registry or not isinstance(ident.get("options"), dict):
         return None
     spec = registry[model]
-    defaults = resolve_options(spec, {}, competitions.get(comp).profile(config.source_label(source), model))
+    known = competitions.get(comp)
+    resolved = resolve_options(spec, {}, known.profile(config.source_label(source), model))
+    defaults = run_layout.identity(model, resolved, config.SEED,
+                                   known.train_options() if known.train_options is not None else None)
     flags = []
     for info in option_infos(spec.options):
-        if info.name not in used["options"]:
+        if info.name not in ident["options"]:
             continue
-        value = used["options"][info.name]
-        if value != getattr(defaults, info.name):
+        value = ident["options"][info.name]
+        if value != getattr(resolved, info.name):
             flag = (info.flag if value else info.negate) if info.type is bool else f"{info.flag} {value}"
             if flag:
                 flags.append(flag)
-    return model, flags, used.get("seed")
+    if known.train_options is not None:
+        for info in option_infos(known.train_options):
+            value = (ident.get("train_options") or {}).get(info.name)
+            if info.name in (ident.get("train_options") or {}) and value != defaults["train_options"].get(info.name):
+                flags.append((info.flag if value else info.negate) if info.type is bool else f"{info.flag} {value}")
+    return model, flags, ident.get("seed"), run_layout.default_run_name(ident, defaults)
 
 
 def read_optional_json(path: Path) -> dict:
@@ -114,18 +139,21 @@ def read_optional_json(path: Path) -> dict:
 
 def load_runs(models_dir: Path, comp: str, source: str) -> tuple[list[ModelRun], list[dict]]:
     """Finished runs (folders with a readable metrics.json) and problems: folders that hold an
-    interrupted or unreadable run, each with the command that finishes or redoes it."""
+    interrupted or unreadable run, each with the command that finishes or redoes it. Runs of the earlier
+    one-run-per-model layout are moved under their model first (``runs.migrate_flat_runs``)."""
     runs, problems = [], []
     models_dir = Path(models_dir)
     if not models_dir.is_dir():
         return runs, problems
-    for folder in sorted(p for p in models_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    if models_dir.resolve() == config.models_dir(comp, source).resolve():
+        run_layout.migrate_flat_runs(comp, source)
+    for key, folder in run_layout.run_folders(models_dir).items():
         metrics_path = folder / "metrics.json"
-        command = train_command(comp, source, folder.name)
+        command = train_command(comp, source, key)
         if not metrics_path.exists():
             done = sorted(folder.glob("folds/fold_*.npz"))
             if done:
-                problems.append({"model": folder.name, "problem": f"incomplete: {len(done)} fold(s) done, "
+                problems.append({"model": key, "problem": f"incomplete: {len(done)} fold(s) done, "
                                  "no metrics.json yet", "command": command + " (resumes at the next fold)"})
             else:
                 log.info("skipping %s: no metrics.json", folder)
@@ -135,11 +163,11 @@ def load_runs(models_dir: Path, comp: str, source: str) -> tuple[list[ModelRun],
             if not isinstance(metrics, dict) or "log_loss" not in metrics:
                 raise ValueError("no 'log_loss' field")
         except (OSError, ValueError) as exc:
-            problems.append({"model": folder.name, "problem": f"unreadable {metrics_path.name}: {exc}",
+            problems.append({"model": key, "problem": f"unreadable {metrics_path.name}: {exc}",
                              "command": command})
-            log.warning("%s: %s is unreadable (%s); re-run `%s`", folder.name, metrics_path, exc, command)
+            log.warning("%s: %s is unreadable (%s); re-run `%s`", key, metrics_path, exc, command)
             continue
-        runs.append(ModelRun(folder.name, folder, metrics, read_optional_json(folder / "params.json"),
+        runs.append(ModelRun(key, folder, metrics, read_optional_json(folder / "params.json"),
                              read_optional_json(folder / "run.json")))
     return runs, problems
 
@@ -158,8 +186,8 @@ def expected_models(comp: str) -> tuple[str, ...] | None:
 def missing_models(comp: str, source: str, runs: list[ModelRun], expected: tuple[str, ...] | None,
                    problems: list[dict] = ()) -> list[dict]:
     """Expected models (and the blend) with no finished run, each with the command that trains it."""
-    # a model is trained when any run records it (a named run, a seed's run, a bag, tuned-<study>)
-    have = {r.name for r in runs} | {r.params.get("model") for r in runs} | {p["model"] for p in problems}
+    # a model is trained when any run of it is there (finished, or interrupted: a problem of its own)
+    have = {r.model for r in runs} | {r.name for r in runs} | {run_layout.split_key(p["model"])[0] for p in problems}
     wanted = list(expected or ()) + [BLEND]
     return [{"model": m, "command": train_command(comp, source, m)} for m in dict.fromkeys(wanted) if m not in have]
 

@@ -48,7 +48,7 @@ class RunContext:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model: its name, options, builder and (optional) per-model defaults and run name."""
+    """One model: its name, options, builder and (optional) per-model defaults."""
 
     name: str
     options: type                                   # dataclass of option(...) fields
@@ -56,13 +56,9 @@ class ModelSpec:
     help: str = ""                                  # one line for --help and the README
     group: str | None = None                        # --help group title (default: the models sharing the options)
     defaults: dict = field(default_factory=dict)    # this model's own defaults of shared options
-    run_name: Callable[[Any], str] | None = None    # the run folder's name from the options (default: name)
 
     def builder(self) -> Callable:
         return _load(self.build)
-
-    def folder_name(self, options) -> str:
-        return self.run_name(options) if self.run_name else self.name
 
 
 def _load(ref: str | Callable) -> Callable:

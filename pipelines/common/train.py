@@ -4,7 +4,9 @@ The competition (``pipelines.competitions``) declares its models (a ``ModelRegis
 options dataclass), which ``MODEL=all`` trains, and how its features become the CV engine's rows
 (``Competition.train_data``). For each model this stage fills the options (field defaults < the model's own
 defaults < the source's profile < the command line), builds the model and runs the one CV engine
-(``pipelines.common.cv.run_cv``) into ``models/<comp>/<source>/<run>/``.
+(``pipelines.common.cv.run_cv``) into the run's folder ``models/<comp>/<source>/<model>/<run>/``
+(``pipelines.common.runs``: a run is its model, options and seed; without ``--run`` its name says what differs
+from the defaults, plus a short hash, so other options make another run beside the first).
 
 The stage is a ``Stage``: a model whose options, seed and features are unchanged since its finished run is
 not run again and nothing is rewritten (``--force`` refits every fold). An interrupted run resumes:
@@ -23,11 +25,11 @@ from pipelines.common.log import StageError
 from pipelines.common.models import RunContext, add_model_arguments, resolve_options
 from pipelines.common.options import add_options, given_options
 from pipelines.common.records import input_fingerprints
+from pipelines.common import runs
 from pipelines.common.stage import Stage
 
 log = logging.getLogger(__name__)
 RUN_OUTS = ("oof.parquet", "metrics.json", "params.json", "run.json")
-BLEND_RUN = "blend"  # the blend stage's own run folder
 
 
 def add_arguments(parser: argparse.ArgumentParser, comp: str | None = None) -> None:
@@ -40,11 +42,16 @@ def add_arguments(parser: argparse.ArgumentParser, comp: str | None = None) -> N
     parser.add_argument("--no-resume", "--force", dest="no_resume", action="store_true",
                         help="refit every fold, ignoring the finished run and earlier checkpoints")
     parser.add_argument("--run", default=None, metavar="NAME",
-                        help="the run's folder name under models/<comp>/<source>/ (default: the model's name); "
-                             "runs of one model with other options or seeds sit side by side and blend")
+                        help="the run's folder name under models/<comp>/<source>/<model>/ (default: the options "
+                             "that differ from the defaults, or 'default', plus a short hash of the options and "
+                             "seed); runs of one model with other options or seeds sit side by side and blend")
+    parser.add_argument("--replace", action="store_true",
+                        help="when the run's folder holds a run of other options or seed, delete it and train this "
+                             "one there (without it such a run is kept and this one refused)")
     parser.add_argument("--seeds", default=None, metavar="S1,S2,...",
-                        help="train one run per seed (<run>-seed<S>) and a bagged run (<run>-bag<N>) averaging "
-                             "their out-of-fold and test predictions")
+                        help="train one run per seed and a bagged run averaging their out-of-fold and test "
+                             "predictions (named bag-seeds=S1.S2...+<options>-<hash>; with --run NAME: NAME-seed<S> "
+                             "and NAME-bag<N>)")
     parser.add_argument("--checkpoint-every", type=float, default=None, metavar="SECONDS",
                         help=f"seconds between the resumable checkpoints of a network's fit (default "
                              f"{config.CHECKPOINT_EVERY_S:.0f}; 0: after every epoch); one is always written when "
@@ -91,31 +98,38 @@ def parse_args(comp: str, argv: list[str]) -> argparse.Namespace:
 
 def train_model(comp, name: str, args: argparse.Namespace, ctx: RunContext | None = None, *, run: str | None = None,
                 overrides: dict | None = None, on_fold=None, out_dir=None) -> dict:
-    """Train one model through the CV engine, unless its finished run is up to date; its metrics.
+    """Train one model through the CV engine, unless its finished run is up to date; its metrics (``run``: its key).
 
-    ``run``: the run's folder name (default ``--run``, else the model's); ``overrides``: option values over the
-    command line's (a tuner's trial); ``on_fold(k, score)``: called after each fold (a tuner's pruning hook);
-    ``out_dir``: the run's folder elsewhere than models/<comp>/<source>/<run> (a tuner's trial folders).
+    ``run``: the run's folder name under the model's folder (default ``--run``, else its identity name:
+    ``runs.default_run_name``); ``overrides``: option values over the command line's (a tuner's trial);
+    ``on_fold(k, score)``: called after each fold (a tuner's pruning hook); ``out_dir``: the run's folder
+    elsewhere than models/<comp>/<source>/<model>/<run> (a tuner's trial folders).
     The run's folder is locked meanwhile: a second process on it stops at once (other runs train side by side).
     """
+    comp = competitions.get(comp) if isinstance(comp, str) else comp
     ctx = ctx or run_context(args, comp)
     spec, options = model_options(comp, name, args, ctx)
     if overrides:
         options = dataclasses.replace(options, **overrides)
+    ident = runs.identity(spec.name, options, ctx.seed, ctx.train_options)
+    run = run or getattr(args, "run", None) or runs.default_run_name(ident, default_identity(comp, spec, ctx))
+    key = runs.run_key(spec.name, runs.check_run_name(run))
     data = comp.train_data(args.source, spec, options, ctx)
-    run = run or getattr(args, "run", None) or spec.folder_name(options)
     if out_dir is None:
-        check_run_name(run)
-        out_dir = config.model_dir(comp.name, args.source, run)
-    with output_lock(out_dir, f"train {run}"):
-        return _train_locked(comp, spec, options, data, run, out_dir, args, ctx, on_fold)
+        runs.migrate_flat_runs(comp.name, args.source)
+        out_dir = runs.run_dir(comp.name, args.source, key)
+    with output_lock(out_dir, f"train {key}"):
+        runs.claim(out_dir, ident, replace=getattr(args, "replace", False),
+                   name_hint="RUN=<another name> or ARGS='--run <another name>'")
+        return _train_locked(comp, spec, options, data, key, out_dir, args, ctx, on_fold)
 
 
-def check_run_name(run: str) -> str:
-    if not run or run in (".", "..") or "/" in run or "\\" in run or run.startswith(".") or run == BLEND_RUN:
-        raise StageError(f"--run {run!r}: use a plain folder name (no '/', not starting with '.', not "
-                         f"{BLEND_RUN!r})")
-    return run
+def default_identity(comp, spec, ctx: RunContext) -> dict:
+    """The identity of ``spec``'s run with every option at its default on this source, the default seed and
+    the default training options: what a run's name is the difference from."""
+    defaults = resolve_options(spec, {}, comp.profile(ctx.source_label, spec.name))
+    return runs.identity(spec.name, defaults, config.SEED,
+                         comp.train_options() if comp.train_options is not None else None)
 
 
 def _train_locked(comp, spec, options, data, run: str, out_dir, args: argparse.Namespace, ctx: RunContext,
@@ -123,7 +137,7 @@ def _train_locked(comp, spec, options, data, run: str, out_dir, args: argparse.N
     inputs = input_fingerprints(data.inputs)
     outs = list(RUN_OUTS) + (["test.parquet"] if data.test_ids is not None else [])
     stage = Stage("train", out_dir, deps=data.inputs, outs=outs,
-                  params={"model": run, "options": dataclasses.asdict(options), "seed": ctx.seed,
+                  params={"model": spec.name, "options": dataclasses.asdict(options), "seed": ctx.seed,
                           "inputs": inputs, "data": data.extra_params})
     if not getattr(args, "no_resume", False) and stage.up_to_date():
         log.info("%s: up to date (%s): options, seed and features unchanged since its finished run; nothing to do "
@@ -184,23 +198,30 @@ def parse_seeds(text: str | None) -> list[int]:
 
 
 def train_seed_bag(comp, name: str, args: argparse.Namespace, seeds: list[int]) -> dict[str, dict]:
-    """One run per seed (``<run>-seed<S>``), then the bagged run (``<run>-bag<N>``) averaging their predictions."""
+    """One run per seed, then the bagged run averaging their predictions: with ``--run NAME`` the runs
+    ``NAME-seed<S>`` and ``NAME-bag<N>``, else each seed's identity name and ``bag-seeds=…+<options>-<hash>``."""
     base_ctx = run_context(args, comp)
     spec, options = model_options(comp, name, args, base_ctx)
-    base = getattr(args, "run", None) or spec.folder_name(options)
+    base = getattr(args, "run", None)
     results, members = {}, []
     for seed in seeds:
         seeded = argparse.Namespace(**{**vars(args), "seed": seed, "run": None})
         ctx = run_context(seeded, comp)
-        result = train_model(comp, name, seeded, ctx, run=f"{base}-seed{seed}")
+        result = train_model(comp, name, seeded, ctx, run=f"{base}-seed{seed}" if base else None)
         results[result["run"]] = result
         members.append(result["run"])
     if not all(r.get("complete") for r in results.values()):
-        log.info("%s: %d of %d seeds finished; run the same command again to finish them and bag them", base,
+        log.info("%s: %d of %d seeds finished; run the same command again to finish them and bag them", name,
                  sum(bool(r.get("complete")) for r in results.values()), len(seeds))
         return results
     from pipelines.common.bagging import bag_runs
 
-    bag = f"{base}-bag{len(seeds)}"
-    results[bag] = bag_runs(comp, args.source, bag, members, model=name)
+    if base:
+        bag = f"{base}-bag{len(seeds)}"
+    else:
+        differs = runs.differences(runs.identity(spec.name, options, base_ctx.seed, base_ctx.train_options),
+                                   default_identity(comp, spec, base_ctx))
+        bag = runs.bag_run_name(differs, seeds, members)
+    key = runs.run_key(spec.name, bag)
+    results[key] = bag_runs(comp, args.source, key, members, model=name)
     return results

@@ -11,7 +11,7 @@ Where things go (``<models>`` = ``models/<comp>/<source>``):
 
     <models>/.tune/<study>.db        the study (SQLite, the default storage); resumable
     <models>/.tune/<study>/t<n>/     trial n's run folder (working files; blend and compare skip dot-folders)
-    <models>/tuned-<study>/          the best trial's options trained as an ordinary run, with tune.json
+    <models>/<model>/tuned-<study>/  the best trial's options trained as an ordinary run, with tune.json
                                      (study, storage, best value and trial, trial counts, best params)
     reports/<comp>/<source>/tune_<study>_history.png, tune_<study>_importance.png
 
@@ -464,8 +464,12 @@ def train_best(comp, spec, args: argparse.Namespace, study_name: str, summary: d
     """The best trial's options trained as an ordinary run (blend and compare see it), with tune.json."""
     from pipelines.common import train
 
-    run = train.check_run_name(best_run_name(args, study_name))
-    out_dir = config.model_dir(args.comp, args.source, run)
+    from pipelines.common import runs
+
+    name = runs.check_run_name(best_run_name(args, study_name))
+    run = runs.run_key(spec.name, name)
+    runs.migrate_flat_runs(args.comp, args.source)
+    out_dir = runs.run_dir(args.comp, args.source, run)
     try:
         lock = output_lock(out_dir, f"tune {study_name}: the best trial")
         lock.__enter__()
@@ -475,8 +479,9 @@ def train_best(comp, spec, args: argparse.Namespace, study_name: str, summary: d
     try:
         log.info("training the best trial (%d: %s) as the run %s", summary["best_trial"],
                  _params_text(summary["best_params"]), run)
-        final_args = argparse.Namespace(**{**vars(args), "run": run, "seeds": None})
-        result = train.train_model(comp, spec.name, final_args, run=run, overrides=summary["best_params"])
+        # tuned-<study> is the study's current best: a better trial found later replaces the earlier best's run
+        final_args = argparse.Namespace(**{**vars(args), "run": name, "seeds": None, "replace": True})
+        result = train.train_model(comp, spec.name, final_args, run=name, overrides=summary["best_params"])
         if result.get("complete"):
             write_json(out_dir / "tune.json", {k: v for k, v in summary.items() if k != "final"})
             log.info("%s: CV log loss %.5f (best trial %.5f) -> %s", run, result["log_loss"],

@@ -282,6 +282,5 @@ def build(data, options: FeatureOptions, ctx) -> CnnFeaturesModel:
 
 
 SPEC = ModelSpec(name="cnn_features", options=FeatureOptions, build=build,
-                 run_name=lambda o: run_name(o.backbone, o.head),
                  group="cervix cnn_features (frozen pretrained features + a regularised head)",
                  help="a backbone's frozen pooled features (TTA-averaged, cached) -> LR / LightGBM head")
