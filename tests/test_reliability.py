@@ -20,6 +20,7 @@ from pipelines.__main__ import EXIT_STAGE_ERROR, main
 from pipelines.common import acquire as acq
 from pipelines.common.io import read_json
 from pipelines.common.log import StageError
+from run_helpers import default_run, run_of
 
 
 def _quora_folder(root, seed: int, n_train: int = 60, n_test: int = 20):
@@ -142,7 +143,8 @@ def test_blend_refuses_runs_trained_on_other_folds_and_allow_stale_is_recorded(q
     from pipelines.common import provenance
 
     record = read_json(provenance.record_path(quora_blend))
-    assert record["source"] == "sample" and list(record["runs"]) == ["bow_lr"]
+    key = f"bow_lr/{default_run('quora', 'sample', 'bow_lr').name}"  # the run's key: <model>/<run>
+    assert record["source"] == "sample" and list(record["runs"]) == [key]
     assert any(k.endswith("features.lock.json") for k in record["features"]) and record["allow_stale"] is False
     assert _stage("features", "quora", "sample", "--n-folds", "3", "--w2v-epochs", "1") == 0
     capsys.readouterr()
@@ -153,9 +155,9 @@ def test_blend_refuses_runs_trained_on_other_folds_and_allow_stale_is_recorded(q
     assert "--allow-stale" in line
     assert _stage("blend", "quora", "sample", "--allow-stale", "--name", "stale") == 0
     run = read_json(config.model_dir("quora", "sample", "blend") / "run.json")
-    assert run["allow_stale"] is True and "bow_lr" in run["stale_models"]
+    assert run["allow_stale"] is True and key in run["stale_models"]
     stale_record = read_json(provenance.record_path(config.submissions_dir("quora") / "stale.csv"))
-    assert stale_record["allow_stale"] is True and "bow_lr" in stale_record["stale_models"]
+    assert stale_record["allow_stale"] is True and key in stale_record["stale_models"]
     # re-training makes the blend possible again without the override
     assert _stage("train", "quora", "sample", "--model", "bow_lr") == 0
     assert _stage("blend", "quora", "sample", "--name", "fresh") == 0
@@ -204,7 +206,7 @@ def test_quora_features_force_rebuilds_every_step(quora_blend, capsys):
 
 
 def test_a_damaged_fold_checkpoint_is_fitted_again(quora_blend, capsys):
-    ckpt = config.model_dir("quora", "sample", "bow_lr") / "folds" / "fold_0.npz"
+    ckpt = run_of("quora", "sample", "bow_lr") / "folds" / "fold_0.npz"
     # a resumed run re-reads its fold checkpoints; a truncated one is refitted, not a traceback (the run is left
     # unfinished: a finished run whose outputs are intact is up to date and reads none of them)
     (ckpt.parent / "fold_1.npz").unlink()
@@ -252,7 +254,7 @@ def test_submit_refuses_a_sample_built_csv_whatever_the_source(quora_blend, tmp_
 def test_blend_warns_but_does_not_refuse_a_run_made_in_another_environment(quora_blend, capsys):
     from pipelines.common.io import write_json
 
-    path = config.model_dir("quora", "sample", "bow_lr") / "run.json"
+    path = run_of("quora", "sample", "bow_lr") / "run.json"
     record = read_json(path)
     record["environment"]["packages"]["numpy"] = "1.0.0"
     record["environment"]["packages_sha256"] = "0" * 64
