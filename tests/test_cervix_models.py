@@ -20,6 +20,7 @@ from pipelines.common.keras_fit import STATE_FILE
 from pipelines.common.log import StageError
 from cervix_helpers import CLASSES, make_raw, raw_dir, tiny_images, train_args
 from conftest import SHARED_WEIGHTS
+from run_helpers import run_of
 
 UNIFORM_LOG_LOSS = float(np.log(3))
 
@@ -42,10 +43,11 @@ def _fold_split(y: np.ndarray):
 
 def test_bow_svm_trains_through_the_engine(sample_features):
     results = train.train_models(train_args("sample", "--model", "bow_svm", "--n-words", "16"))
-    res = results["bow_svm"]
+    (key, res), = results.items()  # one run, named by its key <model>/<run>
+    assert key == f"bow_svm/{run_of('cervix', 'sample', 'bow_svm').name}"
     assert res["complete"] and res["n_folds"] == 2
     assert res["log_loss"] < UNIFORM_LOG_LOSS  # the red centre's size tells the classes apart
-    out = config.model_dir("cervix", "sample", "bow_svm")
+    out = run_of("cervix", "sample", "bow_svm")
     oof = pd.read_parquet(out / "oof.parquet")
     test = pd.read_parquet(out / "test.parquet")
     assert list(oof.columns) == ["id", "fold", "target", *CLASSES] and len(oof) == 24
@@ -96,9 +98,9 @@ def _net(arch, x, y, tmp_path, checkpoint_every_s=0, **opts):
 def test_small_cnn_trains_through_the_stage(sample_features):
     args = train_args("sample", "--model", "small_cnn", "--epochs", "1", "--batch-size", "8", "--width", "8",
                       "--tta", "2")
-    res = train.train_models(args)["small_cnn"]
+    (res,) = train.train_models(args).values()
     assert res["complete"] and np.isfinite(res["log_loss"])
-    out = config.model_dir("cervix", "sample", "small_cnn")
+    out = run_of("cervix", "sample", "small_cnn")
     for name in ("oof.parquet", "test.parquet", "metrics.json", "history.json", "learning_curve.png"):
         assert (out / name).exists(), name
     history = read_json(out / "history.json")
@@ -381,8 +383,8 @@ def test_real_images_smoke(shared_data, project_dirs, caplog):
     tensors = features.load_tensors("sample")
     assert tensors.x_train.shape == (30, 64, 64, 3) and tensors.x_train.mean() > 40
     with caplog.at_level(logging.INFO):
-        res = train.train_models(train_args("sample", "--model", "bow_svm", "--n-words", "32"))["bow_svm"]
+        (res,) = train.train_models(train_args("sample", "--model", "bow_svm", "--n-words", "32")).values()
     assert res["complete"] and np.isfinite(res["log_loss"]) and res["n_train"] == 30
-    test = pd.read_parquet(config.model_dir("cervix", "sample", "bow_svm") / "test.parquet")
+    test = pd.read_parquet(run_of("cervix", "sample", "bow_svm") / "test.parquet")
     assert set(test["id"]) == {f.name for f in test_files}
     np.testing.assert_allclose(test[CLASSES].sum(axis=1), 1.0, atol=1e-9)
