@@ -22,6 +22,7 @@ from pipelines.common import submission as sub
 from pipelines.common.cv import run_cv
 from pipelines.common.io import read_json
 from pipelines.common.log import StageError
+from run_helpers import run_of
 
 SMALL = ["--n-per-class", "8", "--n-test", "6", "--image-size", "96"]
 FEATURES = ["--image-size", "32", "--n-folds", "3", "--workers", "2"]
@@ -143,7 +144,7 @@ def test_stage1_labels_join_the_training_rows(sample_data):
     assert lock()["params_used"]["stage1_labels"] is True and lock()["n_stage1_labelled"] == 6
 
     run("train", *BOW)
-    model_dir = config.model_dir("cervix", "sample", "bow_svm")
+    model_dir = run_of("cervix", "sample", "bow_svm")
     assert read_json(model_dir / "params.json")["params"]["data"]["n_stage1_labelled"] == 6
     oof = pd.read_parquet(model_dir / "oof.parquet")
     assert set(oof["id"]) >= {f"test/{n}" for n in truth}
@@ -156,7 +157,7 @@ def test_stage1_labels_join_the_training_rows(sample_data):
 def test_no_additional_image_in_any_validation_fold(sample_data):
     run("features", *FEATURES)
     run("train", *BOW)
-    model_dir = config.model_dir("cervix", "sample", "bow_svm")
+    model_dir = run_of("cervix", "sample", "bow_svm")
     oof_without = pd.read_parquet(model_dir / "oof.parquet")
 
     run("features", *FEATURES, "--use-additional")
