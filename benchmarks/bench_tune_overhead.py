@@ -138,7 +138,7 @@ def workers(source: str, model: str, n_trials: int) -> dict:
         wall = time.perf_counter() - t0
         if any(codes):
             raise SystemExit(f"tune workers exited {codes}")
-        stats = trials_per_hour(study, tune.default_storage("quora", source, study))
+        stats = trials_per_hour(study, tune.default_storage("quora", source, study, model))
         out[n_workers] = {**stats, "process_wall": wall}
     return out
 

@@ -47,7 +47,7 @@ def run_tune(src: str, *argv: str) -> dict:
 
 
 def load(src: str, study: str = "logistic") -> optuna.Study:
-    return optuna.load_study(study_name=study, storage=tune.default_storage("tabular", src, study))
+    return optuna.load_study(study_name=study, storage=tune.default_storage("tabular", src, study, "logistic"))
 
 
 def finished(study: optuna.Study) -> list:
@@ -89,7 +89,7 @@ def test_a_fixed_seed_picks_the_same_best_trial_twice_and_the_best_becomes_a_run
     assert params["C"] == pytest.approx(first["best_params"]["C"])
     metrics = json.loads((best / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["log_loss"] == pytest.approx(first["best_value"])  # retrained: the same folds, the same seed
-    trials = models / tune.TUNE_DIR / "a"
+    trials = models / "logistic" / tune.TUNE_DIR / "a"
     assert sorted(p.name for p in trials.iterdir()) == ["t0", "t1", "t2"]
     assert all((trials / f"t{n}" / "oof.parquet").is_file() for n in range(3))
 
@@ -173,7 +173,7 @@ def test_a_trial_without_a_heartbeat_on_a_database_storage_is_marked_failed(tabu
     monkeypatch.setattr(tune, "HEARTBEAT_S", 1)
     monkeypatch.setattr(tune, "HEARTBEAT_GRACE_S", 1)
     run_tune(src, "--trials", "1")
-    storage = tune.open_storage(tune.default_storage("tabular", src, "logistic"))
+    storage = tune.open_storage(tune.default_storage("tabular", src, "logistic", "logistic"))
     study = optuna.load_study(study_name="logistic", storage=storage)
     with warnings.catch_warnings():  # Optuna: "heartbeats are meant for optimize()"
         warnings.simplefilter("ignore")
@@ -199,7 +199,7 @@ def test_a_pruned_trial_stops_after_its_first_fold(tabular, monkeypatch, caplog)
     study = load(src)
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED] * 2
     assert all(list(t.intermediate_values) == [0] for t in study.trials)
-    trial_dir = config.models_dir("tabular", src) / tune.TUNE_DIR / "logistic" / "t0"
+    trial_dir = config.models_dir("tabular", src) / "logistic" / tune.TUNE_DIR / "logistic" / "t0"
     assert sorted(p.name for p in (trial_dir / "folds").glob("fold_*.npz")) == ["fold_0.npz"]
     assert not (trial_dir / "metrics.json").exists()
     # no complete trial: no tuned run, and the pruned trials count towards --trials
@@ -290,3 +290,15 @@ def test_a_quora_model_tunes_through_its_own_options(project_dirs):
     run = config.models_dir("quora", "sample") / "lgbm" / "tuned-lgbm"
     params = json.loads((run / "params.json").read_text(encoding="utf-8"))["params"]
     assert params["num_leaves"] == summary["best_params"]["num_leaves"] and params["num_boost_round"] == 20
+
+
+def test_a_study_of_the_earlier_layout_moves_beside_the_models_runs_and_resumes(tabular):
+    src = tabular
+    assert run_tune(src, "--trials", "2", "--study", "old")["n_trials"] == 2
+    models = config.models_dir("tabular", src)
+    (models / tune.TUNE_DIR).mkdir(exist_ok=True)
+    for name in ("old.db", "old"):  # where the study lived before: models/<comp>/<source>/.tune/
+        (models / "logistic" / tune.TUNE_DIR / name).rename(models / tune.TUNE_DIR / name)
+    summary = run_tune(src, "--trials", "3", "--study", "old")
+    assert (summary["n_trials"], summary["n_complete"] + summary["n_pruned"]) == (3, 3)  # resumed: one more trial
+    assert (models / "logistic" / tune.TUNE_DIR / "old.db").exists() and not (models / tune.TUNE_DIR / "old.db").exists()

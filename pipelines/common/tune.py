@@ -7,11 +7,11 @@ over the command line's options (an option given on the command line is fixed, n
 the trial reports the fold's log loss; a median pruner stops a trial whose fold is worse than the median of
 the earlier trials at that fold.
 
-Where things go (``<models>`` = ``models/<comp>/<source>``):
+Where things go (``<runs>`` = ``models/<comp>/<source>/<model>``, beside the model's runs):
 
-    <models>/.tune/<study>.db        the study (SQLite, the default storage); resumable
-    <models>/.tune/<study>/t<n>/     trial n's run folder (working files; blend and compare skip dot-folders)
-    <models>/<model>/tuned-<study>/  the best trial's options trained as an ordinary run, with tune.json
+    <runs>/.tune/<study>.db          the study (SQLite, the default storage); resumable
+    <runs>/.tune/<study>/t<n>/       trial n's run folder (working files; blend and compare skip dot-folders)
+    <runs>/tuned-<study>/            the best trial's options trained as an ordinary run, with tune.json
                                      (study, storage, best value and trial, trial counts, best params)
     reports/<comp>/<source>/tune_<study>_history.png, tune_<study>_importance.png
 
@@ -47,7 +47,7 @@ from pipelines.common.log import StageError
 from pipelines.common.options import given_options, search_space
 
 log = logging.getLogger(__name__)
-TUNE_DIR = ".tune"  # under models/<comp>/<source>/: a dot-folder, so no trial is taken for a run
+TUNE_DIR = ".tune"  # under models/<comp>/<source>/<model>/: a dot-folder, so no trial is taken for a run
 DEFAULT_TRIALS = 20
 JOURNAL_PREFIX = "journal:"
 HEARTBEAT_S = 60         # a database storage's trial records a heartbeat this often while it runs ...
@@ -132,12 +132,25 @@ def model_space(comp, name: str, args: argparse.Namespace) -> tuple[object, dict
 
 # -- storage ---------------------------------------------------------------------------------------------------
 
-def tune_dir(comp: str, source: str) -> Path:
-    return config.models_dir(comp, source) / TUNE_DIR
+def tune_dir(comp: str, source: str, model: str) -> Path:
+    return config.models_dir(comp, source) / model / TUNE_DIR
 
 
-def default_storage(comp: str, source: str, study: str) -> str:
-    return f"sqlite:///{(tune_dir(comp, source) / f'{study}.db').resolve()}"
+def default_storage(comp: str, source: str, study: str, model: str) -> str:
+    return f"sqlite:///{(tune_dir(comp, source, model) / f'{study}.db').resolve()}"
+
+
+def move_earlier_study(comp: str, source: str, study: str, model: str) -> None:
+    """A study of the earlier layout (``models/<comp>/<source>/.tune/<study>.db`` and its trial folders) moves
+    beside the model's runs, where the default storage now is, unless one is there already."""
+    old, new = config.models_dir(comp, source) / TUNE_DIR, tune_dir(comp, source, model)
+    if not (old / f"{study}.db").exists() or (new / f"{study}.db").exists():
+        return
+    new.mkdir(parents=True, exist_ok=True)
+    for name in (f"{study}.db", study):
+        if (old / name).exists() and not (new / name).exists():
+            (old / name).rename(new / name)
+    log.info("study %r moved from %s to %s (beside %s's runs)", study, old, new, model)
 
 
 def shown_url(url: str) -> str:
@@ -222,9 +235,10 @@ def load_study(args: argparse.Namespace, model: str):
     name = args.study or model
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise StageError(f"--study {name!r}: use letters, digits, '_', '-' and '.' (a folder and run name)")
-    url = args.storage or default_storage(args.comp, args.source, name)
+    url = args.storage or default_storage(args.comp, args.source, name, model)
     if args.storage is None:
-        tune_dir(args.comp, args.source).mkdir(parents=True, exist_ok=True)
+        move_earlier_study(args.comp, args.source, name, model)
+        tune_dir(args.comp, args.source, model).mkdir(parents=True, exist_ok=True)
     with ask_lock(url):  # two workers starting together on a new SQLite file: one creates its tables
         storage = open_storage(url)
         try:
@@ -315,7 +329,7 @@ def run_trial(comp, spec, args: argparse.Namespace, study_name: str, trial) -> f
 
     targs = trial_args(args)
     run = f"t{trial.number}"
-    out_dir = tune_dir(args.comp, args.source) / study_name / run
+    out_dir = tune_dir(args.comp, args.source, spec.name) / study_name / run
 
     def on_fold(k: int, score: dict) -> None:
         trial.report(float(score["log_loss"]), step=k)
