@@ -164,10 +164,12 @@ def fake_targets(comp: str, n: int, seed: int = 0) -> np.ndarray:
 
 
 def train_fake(comp: str, source: str, model, y: np.ndarray, inputs_paths=(), n_test: int = 0,
-               seed: int = config.SEED) -> dict:
-    """Run one fake model through the real CV engine into config.model_dir(comp, source, name)."""
+               seed: int = config.SEED, key: str | None = None) -> dict:
+    """Run one fake model through the real CV engine into config.model_dir(comp, source, key), ``key``
+    defaulting to the model's name (a flat folder: fakes of unregistered models stay so); a fake of a
+    registered model is given a run key, ``<model>/<run>``."""
     folds = make_folds(y, config.N_FOLDS, seed)
-    return run_cv(model, comp=comp, source=source, out_dir=config.model_dir(comp, source, model.name), y=y,
+    return run_cv(model, comp=comp, source=source, out_dir=config.model_dir(comp, source, key or model.name), y=y,
                   folds=folds, train_ids=np.arange(len(y)), test_ids=np.arange(n_test) if n_test else None,
                   task=competitions.get(comp).task, seed=seed,
                   inputs=input_fingerprints(inputs_paths), progress=False)
