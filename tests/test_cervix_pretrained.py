@@ -15,6 +15,7 @@ from pipelines.common import train
 from pipelines.common.io import read_json
 from pipelines.common.log import StageError
 from cervix_helpers import make_raw, raw_dir, tiny_images, train_args
+from run_helpers import run_of
 
 keras = pytest.importorskip("keras")
 from pipelines.cervix.models import backbones, cnn, cnn_features  # noqa: E402  (imports Keras)
@@ -295,9 +296,10 @@ def test_cnn_features_through_the_train_stage(project_dirs, caplog):
     make_raw(raw_dir(), n_per_class=6, n_test=3)
     features.build_features("sample", image_size=32, n_folds=2, workers=2)
     args = train_args("sample", "--model", "cnn_features", "--backbone", "vgg16", "--weights", "none", "--tta", "2")
-    res = train.train_models(args)["cnn_features_vgg16"]
+    (key, res), = train.train_models(args).items()  # one run of cnn_features, named by what it is
     assert res["complete"] and np.isfinite(res["log_loss"])
-    out = config.model_dir("cervix", "sample", "cnn_features_vgg16")
+    out = run_of("cervix", "sample", "cnn_features")
+    assert key == f"cnn_features/{out.name}" and "backbone=vgg16" in out.name
     params = read_json(out / "params.json")["params"]
     assert params["backbone"] == "vgg16" and params["tta"] == 2 and params["image_size"] == 32
     cache = list((config.features_dir("cervix", "sample") / "cnn_features").glob("vgg16_32px_tta2_*_train.npy"))

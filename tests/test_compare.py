@@ -341,13 +341,14 @@ def test_lightgbm_importance_names_the_strongest_feature_first(project, fake_pro
     lightgbm = pytest.importorskip("lightgbm")
     built = fake_projects.copy_into(project, comp)
     y = built["y"]
-    train_fake(comp, "sample", TinyLightGBM("lgbm", y, 2 if comp == "quora" else 3), y)
+    key = "lgbm/tiny"  # a run of the registered model lgbm (in quora): <model>/<run>
+    train_fake(comp, "sample", TinyLightGBM("lgbm", y, 2 if comp == "quora" else 3), y, key=key)
     # a model.txt that is no LightGBM model: detected by its content, not by the run's name
     (config.model_dir(comp, "sample", "weak") / "folds" / "fold_0" / "model.txt").write_text("C=1.0\n")
 
     report = compare.compare(comp, "sample", EXPECTED)
-    assert list(report["feature_importance"]) == ["lgbm"]
-    table = report["feature_importance"]["lgbm"]
+    assert list(report["feature_importance"]) == [key]
+    table = report["feature_importance"][key]
     assert table["n_folds"] == config.N_FOLDS and table["importance"] == "gain"
     features = [f["feature"] for f in table["features"]]
     assert features[0] == "signal" and sorted(features) == sorted(TinyLightGBM.FEATURES)
@@ -355,7 +356,7 @@ def test_lightgbm_importance_names_the_strongest_feature_first(project, fake_pro
     assert gains == sorted(gains, reverse=True)
     assert sum(f["share"] for f in table["features"]) == pytest.approx(1.0)
     # the mean and std over the fold models, as LightGBM itself reports each fold's gain
-    folds = config.model_dir(comp, "sample", "lgbm") / "folds"
+    folds = config.model_dir(comp, "sample", key) / "folds"
     per_fold = []
     for k in range(config.N_FOLDS):
         booster = lightgbm.Booster(model_file=str(folds / f"fold_{k}" / "model.txt"))
@@ -366,15 +367,16 @@ def test_lightgbm_importance_names_the_strongest_feature_first(project, fake_pro
     assert len(compare.lightgbm_importance(folds.parent, top=2)["features"]) == 2
 
     out = config.reports_dir(comp, "sample")
-    assert "importance_lgbm.png" in report["figures"]
-    assert (out / "importance_lgbm.png").read_bytes().startswith(PNG_MAGIC)
-    assert "![importance_lgbm](importance_lgbm.png)" in (out / "comparison.md").read_text()
-    saved = read_json(out / "comparison.json")["feature_importance"]["lgbm"]["features"]
+    figure = compare.importance_file_name(key)
+    assert figure == "importance_lgbm_tiny.png" and figure in report["figures"]
+    assert (out / figure).read_bytes().startswith(PNG_MAGIC)
+    assert "![importance_lgbm_tiny](importance_lgbm_tiny.png)" in (out / "comparison.md").read_text()
+    saved = read_json(out / "comparison.json")["feature_importance"][key]["features"]
     assert [f["feature"] for f in saved] == features
     # the run gone: its picture leaves the report folder too
-    shutil.rmtree(config.model_dir(comp, "sample", "lgbm"))
+    shutil.rmtree(config.model_dir(comp, "sample", key))
     assert compare.compare(comp, "sample", EXPECTED)["feature_importance"] == {}
-    assert not (out / "importance_lgbm.png").exists()
+    assert not (out / figure).exists()
 
 
 def test_a_failing_new_figure_is_a_warning_not_a_lost_report(quora_models, monkeypatch, caplog):

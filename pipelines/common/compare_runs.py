@@ -146,7 +146,11 @@ def load_runs(models_dir: Path, comp: str, source: str) -> tuple[list[ModelRun],
     if not models_dir.is_dir():
         return runs, problems
     if models_dir.resolve() == config.models_dir(comp, source).resolve():
-        run_layout.migrate_flat_runs(comp, source)
+        try:
+            run_layout.migrate_flat_runs(comp, source)
+        except Exception as exc:  # e.g. a competition whose model registry cannot be read: report what is there
+            log.warning("runs of the earlier one-run-per-model layout not moved (%s: %s); read where they are",
+                        type(exc).__name__, exc)
     for key, folder in run_layout.run_folders(models_dir).items():
         metrics_path = folder / "metrics.json"
         command = train_command(comp, source, key)

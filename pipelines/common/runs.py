@@ -95,8 +95,12 @@ def _asdict(options) -> dict | None:
 
 
 def identity(model: str, options, seed: int, train_options=None) -> dict:
-    """What a run is: its model, every option's value, its seed and the competition's training options."""
-    return {"model": model, "options": _asdict(options), "seed": seed, "train_options": _asdict(train_options)}
+    """What a run is: its model, every option's value, its seed and the competition's training options; in JSON's
+    types (a tuple option is a list), so that it equals the identity.json it is compared with."""
+    import json
+
+    return json.loads(json.dumps({"model": model, "options": _asdict(options), "seed": seed,
+                                  "train_options": _asdict(train_options)}, default=str))
 
 
 def differences(ident: dict, defaults: dict) -> dict:
