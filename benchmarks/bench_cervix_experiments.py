@@ -17,13 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-from benchmarks.report import machine, update_section
-from benchmarks.shared import SHARED_DATA
+from benchmarks.report import machine
+from benchmarks.shared import SHARED_DATA, bag_line, blend_line, read_json_or_empty as read, stage_in as stage, write_report
 
 BASELINE = 0.844  # BENCHMARKS "cervix": bow_svm + small_cnn, the default blend without pretrained weights
 
@@ -36,20 +33,6 @@ def parse_args(argv):
     p.add_argument("--model", default="small_cnn")
     p.add_argument("--reuse", action="store_true", help="only re-report the runs the root holds")
     return p.parse_args(argv)
-
-
-def stage(root: Path, *argv: str) -> float:
-    env = {**os.environ, "PIPELINES_ROOT": str(root)}
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "pipelines", *argv], check=True, env=env)
-    return time.perf_counter() - t0
-
-
-def read(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def main(argv: list[str]) -> int:
@@ -92,19 +75,11 @@ def main(argv: list[str]) -> int:
                      f"{m.get('fit_seconds', 0.0) / 60:.1f} |")
     lines.append("")
     if bag:
-        members = read(runs[bag] / "metrics.json").get("members", {})
-        lines.append(f"- {args.model}: the bag of {len(members)} seeds {read(runs[bag] / 'metrics.json')['log_loss']:.4f}"
-                     f" against its seeds {', '.join(f'{v:.4f}' for v in members.values())} (mean "
-                     f"{sum(members.values()) / len(members):.4f}); the seeds and the bag took "
-                     f"{walls.get(f'{args.model} seeds + bag', float('nan')) / 60:.0f} min")
+        lines.append(bag_line(args.model, read(runs[bag] / "metrics.json"),
+                              walls.get(f"{args.model} seeds + bag", float("nan"))))
     for label, m in blends.items():
         if m:
-            methods = ", ".join(f"{k} {v:.4f}" for k, v in (m.get("methods") or {}).items())
-            lines.append(f"- blend of {label} ({len(m.get('models', {}))} runs): **{m['log_loss']:.4f}** by "
-                         f"{m.get('method')} ({methods}); against {BASELINE} (the default blend without pretrained "
-                         f"weights, section cervix): {m['log_loss'] - BASELINE:+.4f}")
+            lines.append(blend_line(label, m, f"against {BASELINE} (the default blend without pretrained weights, "
+                                              f"section cervix): {m['log_loss'] - BASELINE:+.4f}"))
     command = "python -m benchmarks cervix_experiments " + " ".join(a for a in argv if a != "--reuse")
-    path = update_section("cervix-experiments", "\n".join(lines), command.strip())
-    print("\n".join(lines))
-    print(f"written to {path}")
-    return 0
+    return write_report("cervix-experiments", lines, command)

@@ -18,14 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-from benchmarks.report import update_section
-from benchmarks.shared import SHARED_DATA
+from benchmarks.shared import SHARED_DATA, bag_line, blend_line, read_json_or_empty as read, stage_in as stage, write_report
 
 TARGET = 0.365
 SEEDS = "42,43,44"
@@ -39,21 +34,6 @@ def parse_args(argv):
     p.add_argument("--tune-timeout", type=int, default=2400)
     p.add_argument("--reuse", action="store_true", help="only re-report the runs the root holds")
     return p.parse_args([a for a in argv if a.startswith("--")])
-
-
-def stage(root: Path, *argv: str) -> float:
-    """Run ``python -m pipelines <argv>`` with PIPELINES_ROOT=root; its wall seconds."""
-    env = {**os.environ, "PIPELINES_ROOT": str(root)}
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "pipelines", *argv], check=True, env=env)
-    return time.perf_counter() - t0
-
-
-def read(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def main(argv: list[str]) -> int:
@@ -100,11 +80,7 @@ def main(argv: list[str]) -> int:
     for model in ("siamese_gru", "siamese_lstm"):
         bag = next((read(p / "metrics.json") for k, p in all_runs.items() if k.startswith(f"{model}/bag-")), {})
         if bag:
-            members = bag.get("members", {})
-            lines.append(f"- {model}: the bag of 3 seeds {bag['log_loss']:.4f} against its seeds "
-                         f"{', '.join(f'{v:.4f}' for v in members.values())} (mean "
-                         f"{sum(members.values()) / len(members):.4f}); three seeds and the bag took "
-                         f"{walls.get(f'{model} x3 seeds + bag', float('nan')) / 60:.0f} min")
+            lines.append(bag_line(model, bag, walls.get(f"{model} x3 seeds + bag", float("nan"))))
     if tune and tuned is not None:
         counts = f"{tune.get('n_complete')} complete, {tune.get('n_pruned')} pruned, {tune.get('n_failed')} failed"
         lines.append(f"- lgbm tuned (Optuna TPE, median pruner, study `{tune.get('study')}`): "
@@ -113,12 +89,6 @@ def main(argv: list[str]) -> int:
                      f"{walls.get('tune lgbm', float('nan')) / 60:.0f} min")
     for label, m in blends.items():
         if m:
-            methods = ", ".join(f"{k} {v:.4f}" for k, v in (m.get("methods") or {}).items())
-            lines.append(f"- blend of {label} ({len(m.get('models', {}))} runs): **{m['log_loss']:.4f}** by "
-                         f"{m.get('method')} ({methods}); target <= {TARGET}: "
-                         f"{'met' if m['log_loss'] <= TARGET else 'not met'}")
+            lines.append(blend_line(label, m, f"target <= {TARGET}: {'met' if m['log_loss'] <= TARGET else 'not met'}"))
     command = "python -m benchmarks quora_experiments " + " ".join(a for a in argv if a != "--reuse")
-    path = update_section("quora-experiments", "\n".join(lines), command.strip())
-    print("\n".join(lines))
-    print(f"written to {path}")
-    return 0
+    return write_report("quora-experiments", lines, command)

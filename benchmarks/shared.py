@@ -34,3 +34,50 @@ def latest_run(comp: str, source: str, model: str) -> tuple[str, Path]:
     if not found:
         raise SystemExit(f"no finished run of {model} under models/{comp}/{source}")
     return max(found, key=lambda kp: (kp[1] / "metrics.json").stat().st_mtime_ns)
+
+
+def stage_in(root: Path, *argv: str) -> float:
+    """Run ``python -m pipelines <argv>`` with PIPELINES_ROOT=root (a project root of the benchmark's own); its
+    wall seconds."""
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "PIPELINES_ROOT": str(root)}
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "pipelines", *argv], check=True, env=env)
+    return time.perf_counter() - t0
+
+
+def read_json_or_empty(path: Path) -> dict:
+    import json
+
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def blend_line(label: str, metrics: dict, verdict: str) -> str:
+    """One report line for a blend's metrics.json: its runs, score, method, both methods' scores, ``verdict``."""
+    methods = ", ".join(f"{k} {v:.4f}" for k, v in (metrics.get("methods") or {}).items())
+    return (f"- blend of {label} ({len(metrics.get('models', {}))} runs): **{metrics['log_loss']:.4f}** by "
+            f"{metrics.get('method')} ({methods}); {verdict}")
+
+
+def write_report(section: str, lines: list[str], command: str) -> int:
+    """BENCHMARKS.md section ``section`` from ``lines``, printed too."""
+    from benchmarks.report import update_section
+
+    path = update_section(section, "\n".join(lines), command.strip())
+    print("\n".join(lines))
+    print(f"written to {path}")
+    return 0
+
+
+def bag_line(model: str, metrics: dict, wall_s: float) -> str:
+    """One report line for a bag's metrics.json: its score against its members' and the wall time of it all."""
+    members = metrics.get("members", {})
+    return (f"- {model}: the bag of {len(members)} seeds {metrics['log_loss']:.4f} against its seeds "
+            f"{', '.join(f'{v:.4f}' for v in members.values())} (mean {sum(members.values()) / len(members):.4f}); "
+            f"the seeds and the bag took {wall_s / 60:.0f} min")
