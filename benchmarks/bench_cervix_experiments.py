@@ -19,7 +19,6 @@ import json
 import os
 from pathlib import Path
 
-from benchmarks.report import machine
 from benchmarks.shared import SHARED_DATA, bag_line, blend_line, read_json_or_empty as read, stage_in as stage, write_report
 
 BASELINE = 0.844  # BENCHMARKS "cervix": bow_svm + small_cnn, the default blend without pretrained weights
@@ -65,7 +64,7 @@ def main(argv: list[str]) -> int:
         blends[label] = read(models / "blend" / "metrics.json")
     load_after = os.getloadavg()[0]
 
-    lines = [f"5-fold CV on the real labelled images (`{args.data}`), no pretrained weights. Machine: {machine()}; "
+    lines = [f"5-fold CV on the real labelled images (`{args.data}`), no pretrained weights. "
              f"1-minute load average {load_before:.1f} before, {load_after:.1f} after (other jobs ran beside it, so "
              "the times are indicative).", "",
              "| run | CV log loss | accuracy | fit min |", "|---|---:|---:|---:|"]
