@@ -152,8 +152,6 @@ def main(argv: list[str]) -> int:
 
     if config.ROOT.resolve() != root.resolve():
         raise SystemExit(f"run with PIPELINES_ROOT={root} set (the pipeline was imported with {config.ROOT})")
-    from benchmarks.report import machine
-
     src = ["--comp", "quora", "--source", args.data]
     stage("data", *src)
     stage("features", *src)
@@ -162,8 +160,8 @@ def main(argv: list[str]) -> int:
     by_workers = workers(args.data, args.worker_model, args.worker_trials)
     load_after = os.getloadavg()[0]
 
-    lines = [f"Real pairs: `{args.data}` (5 folds). Machine: {machine()}; 1-minute load average {load_before:.1f} "
-             f"before, {load_after:.1f} after.", "",
+    lines = [f"Real pairs: `{args.data}` (5 folds); 1-minute load average {load_before:.1f} before, {load_after:.1f} "
+             "after (the benchmark's own two workers at the end).", "",
              "**A trial against a plain run of the same parameters** (one process, alternating order; the trial is "
              "tune's own path: creation under the study's file lock, heartbeat, per-fold report and pruning check, "
              "tell into SQLite; parameters enqueued so both sides fit the same model):", "",
