@@ -19,6 +19,7 @@ its identity name (so ``make train`` finds it up to date), other runs keep their
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fnmatch
 import logging
@@ -216,14 +217,13 @@ def migrate_flat_runs(comp: str, source: str) -> dict[str, str]:
 
     The model is the one its params.json records (a bag: the model it bags), else the longest model name the
     folder's name starts with; a folder of no known model stays where it is (with a warning). A model's own run
-    (folder named like the model) whose options and seed its train lock recorded gets its identity name, so
-    ``make train`` finds it; other runs keep their names. Bags' member lists follow the moves. A folder another
-    process holds is left for a later call.
+    (folder named like the model) and its seeds' runs (``<model>-seed<S>``) whose options and seed their train
+    locks recorded get their identity names, and then their bag (``<model>-bag<N>``) too, so ``make train``
+    finds them; other runs keep their names. Bags' member lists and the stage locks' and run records' input
+    paths follow the moves. A folder another process holds is left for a later call.
     """
     from pipelines import competitions
     from pipelines.common.locks import output_lock
-
-    import contextlib
 
     models_dir = config.models_dir(comp, source)
     if not models_dir.is_dir():
