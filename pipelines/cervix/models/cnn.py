@@ -109,8 +109,8 @@ class NetOptions:
     alpha: float | None = option(None, "MobileNets' width multiplier (default: the model's, e.g. 0.35 for "
                                  "mobilenet_v2)")
     width: int = option(16, "small_cnn filters of the first block, doubled per block")
-    depth: int = option(4, "small_cnn conv blocks after the stem, each but the last followed by a 2x2 max-pool "
-                        "(5 for 160-192 px inputs keeps the last map as small)")
+    depth: int = option(5, "small_cnn conv blocks after the stem, each but the last followed by a 2x2 max-pool "
+                        "(4 was the default before BENCHMARKS.md section cervix-experiments)")
     bn_momentum: float = option(BN_MOMENTUM, "small CNN's BatchNormalization momentum", cli=False)
     seed: int = option(42, "the run's seed (set by the train stage)", cli=False)
 
@@ -253,7 +253,7 @@ def _preprocess_layer_class():
     return ApplicationPreprocess
 
 
-def small_cnn_body(x, width: int, bn_momentum: float = BN_MOMENTUM, depth: int = 4):
+def small_cnn_body(x, width: int, bn_momentum: float, depth: int):
     """A stride-2 5x5 conv stem (128 px is more than the colour and texture cues need), ``depth``
     conv-BN-ReLU blocks with filters width, 2x, 4x, 8x, 8x, ... and a max-pool after each but the
     last, and global average pooling."""
