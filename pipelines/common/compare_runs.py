@@ -92,37 +92,24 @@ def _run_command(comp: str, source: str, key: str, registry) -> str | None:
 def _recorded_flags(comp: str, source: str, key: str, registry):
     """(model, the flags of the options that differ from the defaults, seed, the name those options give the run)
     of a run from its identity.json (else its train lock)."""
-    from pipelines.common.models import resolve_options
     from pipelines.common.options import option_infos
 
     model, _ = run_layout.split_key(key)
     run_dir = run_layout.run_dir(comp, source, key)
-    ident = run_layout.recorded_identity(run_dir)
-    if ident is None:
-        used = read_optional_json(run_dir / "train.lock.json").get("params_used") or {}
-        ident = {"model": model, "options": used.get("options"), "seed": used.get("seed"),
-                 "train_options": used.get("train_options")}
-    if model not in registry or not isinstance(ident.get("options"), dict):
+    ident = run_layout.recorded_identity(run_dir) or run_layout.lock_identity(run_dir, model)
+    if model not in registry or ident is None or not isinstance(ident.get("options"), dict):
         return None
-    spec = registry[model]
     known = competitions.get(comp)
-    resolved = resolve_options(spec, {}, known.profile(config.source_label(source), model))
-    defaults = run_layout.identity(model, resolved, config.SEED,
-                                   known.train_options() if known.train_options is not None else None)
+    defaults = run_layout.default_identity(known, model, source)
     flags = []
-    for info in option_infos(spec.options):
-        if info.name not in ident["options"]:
-            continue
-        value = ident["options"][info.name]
-        if value != getattr(resolved, info.name):
-            flag = (info.flag if value else info.negate) if info.type is bool else f"{info.flag} {value}"
-            if flag:
-                flags.append(flag)
-    if known.train_options is not None:
-        for info in option_infos(known.train_options):
-            value = (ident.get("train_options") or {}).get(info.name)
-            if info.name in (ident.get("train_options") or {}) and value != defaults["train_options"].get(info.name):
-                flags.append((info.flag if value else info.negate) if info.type is bool else f"{info.flag} {value}")
+    for part, declared in (("options", registry[model].options), ("train_options", known.train_options)):
+        values, base = ident.get(part) or {}, defaults.get(part) or {}
+        for info in option_infos(declared) if declared is not None else ():
+            if info.name in values and values[info.name] != base.get(info.name):
+                value = values[info.name]
+                flag = (info.flag if value else info.negate) if info.type is bool else f"{info.flag} {value}"
+                if flag:
+                    flags.append(flag)
     return model, flags, ident.get("seed"), run_layout.default_run_name(ident, defaults)
 
 

@@ -262,7 +262,7 @@ def migrate_flat_runs(comp: str, source: str) -> dict[str, str]:
                 folder.rename(tmp)
             aside.append((tmp, old_name, model, name, ident))
         moved: dict[str, str] = {}
-        aside = _bag_names(aside, models_dir, lambda model: _default_identity(known, model, source))
+        aside = _bag_names(aside, models_dir, lambda model: default_identity(known, model, source))
         # ... then each into its model's folder
         for tmp, old_name, model, name, ident in aside:
             target = models_dir / model / name
@@ -301,28 +301,36 @@ def _flat_model(folder: Path, old_name: str, registry) -> str | None:
 
 def _migrated_name(folder: Path, old_name: str, model: str, comp, source: str) -> tuple[str, dict | None]:
     """(the run's name under its model, its identity when the train lock recorded it)."""
-    try:
-        used = read_json(folder / "train.lock.json").get("params_used") or {}
-    except (OSError, ValueError, AttributeError):
-        used = {}
-    options = used.get("options") if isinstance(used.get("options"), dict) else None
-    if options is None:
+    ident = lock_identity(folder, model)
+    if ident is None:
         return old_name, None
-    train_options = used.get("train_options")
-    if comp.train_options is not None and train_options is None:
+    if comp.train_options is not None and ident["train_options"] is None:
         return old_name, None  # its training options (e.g. an image size) are unknown: keep its name
-    ident = {"model": model, "options": options, "seed": used.get("seed"), "train_options": train_options}
     if old_name != model and not re.fullmatch(rf"{re.escape(model)}-seed-?\d+", old_name):
         return old_name, ident  # a named run keeps its name; a model's own run and its seeds' runs get identities
     try:
-        defaults = _default_identity(comp, model, source)
+        defaults = default_identity(comp, model, source)
     except Exception as exc:  # a declaration that cannot be resolved now: the run keeps its name
         log.debug("%s: no identity name (%s)", folder, exc)
         return old_name, ident
     return default_run_name(ident, defaults), ident
 
 
-def _default_identity(comp, model: str, source: str) -> dict:
+def lock_identity(folder: Path, model: str) -> dict | None:
+    """A run's identity as its train lock recorded it (runs older than identity.json), or None without options."""
+    try:
+        used = read_json(Path(folder) / "train.lock.json").get("params_used") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(used.get("options"), dict):
+        return None
+    return {"model": model, "options": used["options"], "seed": used.get("seed"),
+            "train_options": used.get("train_options")}
+
+
+def default_identity(comp, model: str, source: str) -> dict:
+    """The identity of ``model``'s run with every option at its default on ``source`` (its profile there), the
+    default seed and the competition's default training options: what a run's name is the difference from."""
     from pipelines.common.models import resolve_options
 
     resolved = resolve_options(comp.models[model], {}, comp.profile(config.source_label(source), model))

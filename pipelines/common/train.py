@@ -24,8 +24,8 @@ from pipelines.common.locks import output_lock
 from pipelines.common.log import StageError
 from pipelines.common.models import RunContext, add_model_arguments, resolve_options
 from pipelines.common.options import add_options, given_options
-from pipelines.common.records import input_fingerprints
 from pipelines.common import runs
+from pipelines.common.records import input_fingerprints
 from pipelines.common.stage import Stage
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def train_model(comp, name: str, args: argparse.Namespace, ctx: RunContext | Non
     if overrides:
         options = dataclasses.replace(options, **overrides)
     ident = runs.identity(spec.name, options, ctx.seed, ctx.train_options)
-    run = run or getattr(args, "run", None) or runs.default_run_name(ident, default_identity(comp, spec, ctx))
+    run = run or getattr(args, "run", None) or runs.default_run_name(ident, runs.default_identity(comp, spec.name, args.source))
     key = runs.run_key(spec.name, runs.check_run_name(run))
     data = comp.train_data(args.source, spec, options, ctx)
     if out_dir is None:
@@ -122,14 +122,6 @@ def train_model(comp, name: str, args: argparse.Namespace, ctx: RunContext | Non
         runs.claim(out_dir, ident, replace=getattr(args, "replace", False),
                    name_hint="RUN=<another name> or ARGS='--run <another name>'")
         return _train_locked(comp, spec, options, data, key, out_dir, args, ctx, on_fold)
-
-
-def default_identity(comp, spec, ctx: RunContext) -> dict:
-    """The identity of ``spec``'s run with every option at its default on this source, the default seed and
-    the default training options: what a run's name is the difference from."""
-    defaults = resolve_options(spec, {}, comp.profile(ctx.source_label, spec.name))
-    return runs.identity(spec.name, defaults, config.SEED,
-                         comp.train_options() if comp.train_options is not None else None)
 
 
 def _train_locked(comp, spec, options, data, run: str, out_dir, args: argparse.Namespace, ctx: RunContext,
@@ -220,7 +212,7 @@ def train_seed_bag(comp, name: str, args: argparse.Namespace, seeds: list[int]) 
         bag = f"{base}-bag{len(seeds)}"
     else:
         differs = runs.differences(runs.identity(spec.name, options, base_ctx.seed, base_ctx.train_options),
-                                   default_identity(comp, spec, base_ctx))
+                                   runs.default_identity(comp, spec.name, args.source))
         bag = runs.bag_run_name(differs, seeds, members)
     key = runs.run_key(spec.name, bag)
     results[key] = bag_runs(comp, args.source, key, members, model=name)
