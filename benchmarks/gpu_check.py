@@ -7,7 +7,7 @@ On the built-in synthetic sample (no data needed): which device TensorFlow and L
 siamese_gru fold 1 through the pipeline (``SiameseModel.fit``: the device, mixed precision, cuDNN
 layers) against a plain ``model.fit`` of the same network on the same arrays under the same policy,
 in float32 and in the automatic precision, the distinct-question test prediction against the
-per-pair one, and small_cnn through the pipeline against a plain fit. Each step reports its error in
+per-pair one, and small_cnn through the pipeline against a plain fit (float32 and the automatic precision). Each step reports its error in
 one line instead of stopping the run. ``--device cpu`` runs the same steps on the CPU (how it was
 checked on a machine without a GPU). Not part of ``make bench``: it prints a BENCHMARKS.md section
 (and writes it to ``--out``) for the person who ran it to paste, with the GPU named.
@@ -15,6 +15,7 @@ checked on a machine without a GPU). Not part of ``make bench``: it prints a BEN
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 import traceback
@@ -102,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     if choice.precision != "float32":
         step(f"siamese_gru {choice.precision}", lambda: siamese("auto"))
 
-    def cervix():
+    def cervix(precision: str):
+        from pipelines.common.device import ENV_PRECISION
         from pipelines.cervix.features import load_tensors
         from pipelines.cervix.models.cnn import KerasImageModel, NetOptions
 
@@ -112,8 +114,9 @@ def main(argv: list[str] | None = None) -> int:
                           weights="none")
         model = KerasImageModel("small_cnn", t.x_train, t.y, None, opts, t.image_size)
         model.verbose = 0
+        os.environ[ENV_PRECISION] = precision  # the image networks read their policy from the environment
         _, fit_s = _timed(lambda: model.fit(0, train_idx, valid_idx, Path(tempfile.mkdtemp())))
-        net, _ = model.build()
+        net, _ = model.build()  # under the policy the pipeline's fit set
         from pipelines.cervix.models.cnn import compile_model
 
         compile_model(net, opts.lr)
@@ -121,9 +124,12 @@ def main(argv: list[str] | None = None) -> int:
         _, plain_s = _timed(lambda: net.fit(x, y, validation_data=(np.asarray(t.x_train[valid_idx]), t.y[valid_idx]),
                                             epochs=args.cervix_epochs, batch_size=32, verbose=0))
         images = len(train_idx) * args.cervix_epochs
-        rows.append(f"| small_cnn ({t.image_size} px), float32 | {images / fit_s:,.0f} | {images / plain_s:,.0f} | | |")
+        rows.append(f"| small_cnn ({t.image_size} px), {model.device['precision']} | {images / fit_s:,.0f} | "
+                    f"{images / plain_s:,.0f} | | |")
 
-    step("small_cnn", cervix)
+    step("small_cnn float32", lambda: cervix("float32"))
+    if choice.precision != "float32":
+        step(f"small_cnn {choice.precision}", lambda: cervix("auto"))
     return _report(args, machine(), lines, rows)
 
 

@@ -1,7 +1,8 @@
 """Issue 15, the GPU path, tested on the CPU: device detection and choice from faked device lists, the
 precision policy (off on the CPU), LightGBM's --lgbm-device, the cuDNN conditions of the Siamese
 encoders (and that the layers making them hold change no CPU result), and the test predictions from
-the distinct-question encoder against the per-pair ones."""
+the distinct-question encoder against the per-pair ones; the cervix networks under mixed precision and
+their policy from $PIPELINES_PRECISION."""
 from __future__ import annotations
 
 import types
@@ -302,3 +303,56 @@ def test_a_test_set_without_shared_questions_is_predicted_pair_by_pair(monkeypat
     assert model.predict_test(fitted) == "pairs"
     model.data.question_ids = lambda part: (np.array([1, 1, 2]), np.array([2, 3, 1]))
     assert model.predict_test(fitted) == "distinct"
+
+
+# --- the cervix networks ------------------------------------------------------------------------------------
+
+def test_default_precision_from_the_environment(monkeypatch):
+    monkeypatch.delenv(device.ENV_PRECISION, raising=False)
+    assert device.default_precision() == "auto"
+    monkeypatch.setenv(device.ENV_PRECISION, "Float32")
+    assert device.default_precision() == "float32"
+    monkeypatch.setenv(device.ENV_PRECISION, "fp16")
+    with pytest.raises(StageError, match="PIPELINES_PRECISION='fp16'"):
+        device.default_precision()
+
+
+@pytest.mark.parametrize("arch", ["small_cnn", "mobilenet_v2"])
+def test_image_networks_under_mixed_precision_keep_the_head_float32(arch):
+    """The cervix networks as a GPU's policy builds them, built here on the CPU: float16 convolutions
+    (augmentation included, in a training call), a float32 softmax whose rows sum to 1."""
+    import keras
+
+    from pipelines.cervix.models import cnn
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model, _ = cnn.build_network(arch, 32, cnn.NetOptions(width=8, depth=3, augment="crop_colour"), None)
+        convs = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.Conv2D)]
+        assert convs and all(layer.compute_dtype == "float16" for layer in convs)
+        assert model.get_layer("head").compute_dtype == "float32"
+        x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+        for training in (True, False):
+            pred = np.asarray(model(x, training=training))
+            assert pred.dtype == np.float32 and np.isfinite(pred).all()
+            np.testing.assert_allclose(pred.sum(axis=1), 1.0, rtol=1e-5)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_image_network_fit_takes_the_precision_from_the_environment(monkeypatch, tmp_path):
+    from cervix_helpers import tiny_images
+
+    from pipelines.cervix.models import cnn
+
+    x, y = tiny_images(n_per_class=3, size=32)
+    idx = np.arange(len(y))
+    model = cnn.KerasImageModel("small_cnn", x, y, None, cnn.NetOptions(epochs=1, batch_size=8, tta=1, width=8,
+                                                                        depth=3), 32, verbose=0)
+    monkeypatch.setenv(device.ENV_PRECISION, "auto")
+    model.fit(0, idx[::2], idx[1::2], tmp_path / "auto")
+    assert model.device == {"kind": "cpu", "framework": "tensorflow", "precision": "float32"}
+    monkeypatch.setenv(device.ENV_PRECISION, "mixed_float16")  # on a CPU: refused in one line, nothing trained
+    with pytest.raises(StageError, match="mixed_float16 needs a GPU"):
+        model.fit(0, idx[::2], idx[1::2], tmp_path / "mixed")
+    assert not (tmp_path / "mixed").exists() or not any((tmp_path / "mixed").iterdir())

@@ -30,6 +30,7 @@ LGBM_DEVICES = ("cpu", "gpu")
 # Tensor cores (Volta and later): where float16 math is faster than float32.
 MIXED_PRECISION_MIN_CC = (7, 0)
 ENV_DEVICE = "PIPELINES_DEVICE"  # default for --device (auto when unset)
+ENV_PRECISION = "PIPELINES_PRECISION"  # the image networks' precision policy (auto when unset)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +82,15 @@ def default_device() -> str:
     value = os.environ.get(ENV_DEVICE, "auto").strip().lower() or "auto"
     if value not in DEVICES:
         raise StageError(f"{ENV_DEVICE}={value!r}: use one of {', '.join(DEVICES)}")
+    return value
+
+
+def default_precision() -> str:
+    """The precision policy from $PIPELINES_PRECISION (auto when unset): the image networks take it from
+    there, beside $PIPELINES_DEVICE, because how a run computes is not what the run is (its identity)."""
+    value = os.environ.get(ENV_PRECISION, "auto").strip().lower() or "auto"
+    if value not in PRECISIONS:
+        raise StageError(f"{ENV_PRECISION}={value!r}: use one of {', '.join(PRECISIONS)}")
     return value
 
 

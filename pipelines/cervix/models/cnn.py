@@ -539,9 +539,9 @@ class KerasImageModel:
 
         from pipelines.common import device as device_mod
 
-        # The device (PIPELINES_DEVICE, default auto) goes into run.json; float32 on every device: mixed
-        # precision is not yet checked on a GPU with the augmentation layers (the head is float32 already).
-        choice = device_mod.choose_tensorflow(device_mod.default_device(), "float32")
+        # The device and precision ($PIPELINES_DEVICE, $PIPELINES_PRECISION, both auto by default: mixed_float16
+        # on a GPU with tensor cores, float32 on the CPU) go into run.json; the softmax head computes in float32.
+        choice = device_mod.choose_tensorflow(device_mod.default_device(), device_mod.default_precision())
         device_mod.apply_tensorflow(choice)
         self.device = choice.record()
         keras.backend.clear_session()
