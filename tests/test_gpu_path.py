@@ -258,10 +258,33 @@ def sample_features(project_dirs):
     return QuoraFeatures(config.features_dir("quora", "sample"))
 
 
-def test_distinct_question_predictions_equal_the_per_pair_ones(sample_features, tmp_path):
-    """Tolerance: 1e-6 absolute on the probabilities (the encoder sees other batch sizes than in the
-    pair model, which may change float32 summation order; measured here: identical or ~1e-8)."""
+def test_length_chunks_sort_by_length_and_cut_each_call_to_its_longest_question():
+    from pipelines.quora.models.siamese import length_chunks
+
+    lengths = np.array([30, 0, 3, 12, 9, 30, 1, 8, 17, 2])
+    calls = length_chunks(lengths, chunk=3, max_len=30, step=8)
+    assert [w for _, w in calls] == [8, 16, 30, 30]  # (0, 1, 2) (3, 8, 9) (12, 17, 30) (30): 8, 16, 24 -> 30 cap
+    order = np.concatenate([part for part, _ in calls])
+    assert sorted(order.tolist()) == list(range(len(lengths)))  # every question once
+    assert (np.diff(lengths[order]) >= 0).all()
+    assert all(lengths[part].max() <= width for part, width in calls)
+
+
+@pytest.mark.parametrize("pooling", ["max", "last"])
+def test_distinct_question_predictions_equal_the_per_pair_ones(sample_features, tmp_path, monkeypatch, pooling):
+    """Tolerance: 1e-6 absolute on the probabilities (the encoder sees other batch sizes and widths than
+    the pair model, which may change float32 summation order; measured here: identical or ~1e-8)."""
     from pipelines.quora.models import siamese
+
+    widths = []
+    real_chunks = siamese.length_chunks
+
+    def recording(*args, **kwargs):
+        calls = real_chunks(*args, **kwargs)
+        widths.extend(w for _, w in calls)
+        return calls
+
+    monkeypatch.setattr(siamese, "length_chunks", recording)
 
     data = sample_features
     qid1, qid2 = data.question_ids("test")
@@ -273,13 +296,14 @@ def test_distinct_question_predictions_equal_the_per_pair_ones(sample_features, 
         rows = seqs[slots == qid]
         assert (rows == rows[0]).all()
 
-    model = siamese.SiameseModel(data, "gru", epochs=1, units=8, dense=8, verbose=0, gpus=[])
+    model = siamese.SiameseModel(data, "gru", epochs=1, units=8, dense=8, verbose=0, gpus=[], pooling=pooling)
     train_idx, valid_idx = np.flatnonzero(data.folds != 0), np.flatnonzero(data.folds == 0)
     fitted = model.fit(0, train_idx, valid_idx, tmp_path)
     distinct = model.predict_test(fitted)
     pairs = model.predict_test_pairs(fitted)
     assert distinct.shape == pairs.shape == (len(q1),) and np.isfinite(distinct).all()
     np.testing.assert_allclose(distinct, pairs, rtol=0, atol=1e-6)
+    assert widths and min(widths) < q1.shape[1]  # the encoder ran on calls narrower than the padded sequences
     assert pairs.std() > 0  # a model that predicts something
 
     assert siamese.shared_slots((qid1, qid2)) >= siamese.MIN_SLOTS_PER_QUESTION  # predict_test took the distinct path

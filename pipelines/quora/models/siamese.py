@@ -49,6 +49,7 @@ from pipelines.quora.models import QuoraFeatures
 log = logging.getLogger(__name__)
 PREDICT_CHUNK = 2048  # pairs per predict call: small enough that padding the last chunk wastes little
 ENCODE_CHUNK = 8192  # distinct questions per call of the test set's question encoder (and pairs per head call)
+LENGTH_STEP = 8  # the encoder's call widths are multiples of this (length_chunks): few shapes, few traces
 # Question slots per distinct test question below which the test set is predicted pair by pair: sharing
 # little saves less than the distinct path's fixed cost (BENCHMARKS.md, siamese-predict-real).
 MIN_SLOTS_PER_QUESTION = 1.05
@@ -123,7 +124,8 @@ def custom_objects() -> dict:
                 if mask is None:
                     return None
                 mask = keras.ops.cast(mask, "bool")
-                first = keras.ops.expand_dims(keras.ops.arange(keras.ops.shape(mask)[1]) == 0, 0)
+                # the first step, without arange over the length: the test set's encoder takes any length (None)
+                first = keras.ops.cumsum(keras.ops.ones_like(mask, dtype="int32"), axis=1) == 1
                 empty = keras.ops.logical_not(keras.ops.any(mask, axis=1, keepdims=True))
                 return keras.ops.logical_or(mask, keras.ops.logical_and(empty, first))
 
@@ -262,6 +264,20 @@ def shared_slots(qids) -> float:
     return len(slots) / max(len(np.unique(slots)), 1)
 
 
+def length_chunks(lengths: np.ndarray, chunk: int, max_len: int, step: int = LENGTH_STEP) -> list[tuple[np.ndarray, int]]:
+    """(question positions, width) per encoder call: the questions in order of length, ``chunk`` a call, each call
+    cut to its longest question rounded up to a multiple of ``step`` (at most ``max_len``), so a handful of widths
+    (one trace each) and no recurrent step over padding the whole chunk shares. The sequences are right-padded and
+    the encoder masks padding, so a question's encoding does not depend on its call's width."""
+    order = np.argsort(lengths, kind="stable")
+    out = []
+    for start in range(0, len(order), chunk):
+        part = order[start:start + chunk]
+        width = min(max_len, max(step, -(-int(lengths[part].max()) // step) * step))
+        out.append((part, width))
+    return out
+
+
 def standardise(feats, fitted: "FittedSiamese") -> np.ndarray:
     """The pair features standardised with the fold's train statistics (float32)."""
     return ((np.asarray(feats, dtype=np.float32) - fitted.feat_mean) / fitted.feat_std).astype(np.float32)
@@ -281,7 +297,8 @@ def encoder_and_head(model, params: dict, n_features: int):
         concat = model.get_layer("with_features") if n_features else None
     except ValueError:
         return None
-    tokens = keras.Input((model.inputs[0].shape[1],), dtype="int32", name="tokens")
+    # Any length: the test questions are encoded in chunks cut to their longest question (length_chunks).
+    tokens = keras.Input((None,), dtype="int32", name="tokens")
     x = encoder(nonempty(embed(tokens)))
     code = zero([pool(x) if pool else x, tokens])
     question_encoder = keras.Model(tokens, code, name="question_encoder")
@@ -509,17 +526,17 @@ class SiameseModel:
         # Each distinct question once, read from its first pair; inverse maps every pair slot back to it.
         distinct, first, inverse = np.unique(np.concatenate([qid1, qid2]), return_index=True, return_inverse=True)
         dim = int(encoder.outputs[0].shape[-1])
+        in_q1 = first < n  # each distinct question's first slot, in [q1 slots..., q2 slots...]
+        seqs = np.empty((len(distinct), q1.shape[1]), dtype=np.int32)
+        seqs[in_q1] = q1[first[in_q1]]
+        seqs[~in_q1] = q2[first[~in_q1] - n]
         codes = np.empty((len(distinct), dim), dtype=np.float32)
         chunk = min(ENCODE_CHUNK, len(distinct))
-        starts = range(0, len(distinct), chunk)
-        for start in tqdm(starts, desc=f"{self.name} test questions", unit="chunk", leave=False,
-                          disable=len(starts) < 20):
-            slots = first[start:start + chunk]  # positions in [q1 slots..., q2 slots...]
-            in_q1 = slots < n
-            seqs = np.zeros((chunk, q1.shape[1]), dtype=np.int32)  # padded: one batch shape, one trace
-            seqs[np.flatnonzero(in_q1)] = q1[slots[in_q1]]
-            seqs[np.flatnonzero(~in_q1)] = q2[slots[~in_q1] - n]
-            codes[start:start + len(slots)] = np.asarray(encoder.predict_on_batch(seqs))[: len(slots)]
+        calls = length_chunks((seqs != 0).sum(axis=1), chunk, q1.shape[1])
+        for part, width in tqdm(calls, desc=f"{self.name} test questions", unit="chunk", leave=False,
+                                disable=len(calls) < 20):
+            batch = _pad_rows(seqs[part, :width], chunk)  # padded rows: one batch shape per width, one trace
+            codes[part] = np.asarray(encoder.predict_on_batch(batch))[: len(part)]
         a_of, b_of = inverse[:n], inverse[n:]
         out = np.empty(n, dtype=np.float64)
         chunk = min(ENCODE_CHUNK, n)
