@@ -33,6 +33,7 @@ import argparse
 import json
 import logging
 import os
+import resource
 import shlex
 import subprocess
 import sys
@@ -127,7 +128,9 @@ def child_main(args) -> int:
                     seed=ns.seed, inputs=input_fingerprints([data.lock_path]), resume=False,
                     only_folds=[0] if args.only_fold else None)
     wall = time.perf_counter() - t0
-    out = {"model": args.child, "wall_s": wall, "peak_rss_mb": peak_rss_mb(), **fold_times(out_dir),
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    out = {"model": args.child, "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
+           "peak_rss_mb": peak_rss_mb(), **fold_times(out_dir),
            "n_train": int(len(data.labels)),
            "n_test": int(len(data.ids_test)), "complete": bool(result.get("complete"))}
     for key in ("log_loss", "auc", "accuracy"):
@@ -308,8 +311,10 @@ def kaggle_scale(args, models: list[str], extra: list[str]) -> str:
     if not (features_dir / "features.lock.json").exists():
         raise SystemExit(f"no features in {features_dir}: run `python -m benchmarks quora_features` first")
     out_root = config.MODELS_DIR / "quora" / features_dir.parent.name
-    lines = ["| model | folds fitted | fit s / fold | predict s / fold (valid + test) | peak RSS MB |",
-             "|---|---:|---:|---:|---:|"]
+    lines = ["| model | folds fitted | fit s / fold | predict s / fold (valid + test) | process wall s | process CPU s "
+             "| peak RSS MB |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    load_before = os.getloadavg()[0]
     folds = np.load(features_dir / "folds.npy")
     n_folds = int(folds.max()) + 1
     n_train = n_test = None
@@ -329,21 +334,25 @@ def kaggle_scale(args, models: list[str], extra: list[str]) -> str:
         if m.startswith("siamese"):
             n_fit = int(np.sum(folds != 0))  # fold 1's train part
             rate = f" ({n_fit * args.nn_epochs / np.mean(r['fit_s']):,.0f} training pairs/s)"
+        cpu = "–" if r.get("cpu_s") is None else f"{r['cpu_s']:.0f}"
         lines.append(f"| {m} | {len(r['folds'])} | {np.mean(r['fit_s']):.0f}{rate} | {np.mean(r['predict_s']):.0f} | "
-                     f"{rss} |")
+                     f"{r.get('wall_s', float('nan')):.0f} | {cpu} | {rss} |")
     per_model_s = {}
     for m, r in results.items():
         per_model_s[m] = n_folds * (np.mean(r["fit_s"]) + np.mean(r["predict_s"]))
     blend_s, blend_rss, csv_mb = time_blend_and_submission(features_dir, len(results))
     lines.append(f"| blend ({len(results)} models) + prior-corrected, validated {n_test:,}-row CSV | – | "
-                 f"{blend_s:.0f} (all of it) | – | {blend_rss:.0f} |")
+                 f"{blend_s:.0f} (all of it) | – | | | {blend_rss:.0f} |")
     features_run = features_benchmark(features_dir)
     features_s = features_run.get("total_wall_s")
     head = (f"Features of {n_train:,} train + {n_test:,} test pairs (`{features_dir}`, synthetic labels: timings "
             f"only). Each model in its own process, fresh (no resume); siamese networks {args.nn_epochs} "
-            f"epoch(s); LightGBM {args.lgbm_rounds} rounds without early stopping (on the 11,587 real pairs early "
-            f"stopping picks 250-450 rounds at the default learning rate; 35x the rows need more). The blend row fits the blend on synthetic predictions of the same shapes "
-            f"({len(results)} models) and writes the {csv_mb:.0f} MB leaderboard CSV.")
+            f"epoch(s); LightGBM {args.lgbm_rounds} rounds without early stopping (the synthetic labels would stop it "
+            f"at once; on real rows early stopping picks the count, and 35x the rows need more than the 11,587 real "
+            f"pairs do). Process wall and CPU: the whole child process (loading the features, every fold fitted, "
+            f"its predictions, writing them). The blend row fits the blend on synthetic predictions of the same "
+            f"shapes ({len(results)} models) and writes the {csv_mb:.0f} MB leaderboard CSV. 1-minute load average "
+            f"{load_before:.1f} before the models, {os.getloadavg()[0]:.1f} after.")
     est = [f"features {features_s / 60:.0f} min" if features_s else "features (not recorded: run "
            "`python -m benchmarks quora_features`)"]
     est += [f"{m} {n_folds} x fold = {v / 60:.0f} min" for m, v in per_model_s.items()]

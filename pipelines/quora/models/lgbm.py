@@ -7,6 +7,8 @@ thread count.
 The defaults suit both the ~10k-row real sample and the 404k Kaggle train set: a slow learning
 rate with early stopping picks the number of trees, and ``min_data_in_leaf`` grows with the data
 (``auto``: ~0.1% of the rows, at least 20) so small data do not overfit in leaves of a few rows.
+The learning rate and ``max_bin`` were chosen for speed at Kaggle size with the CV log loss on the real
+rows kept (BENCHMARKS.md, section lgbm-defaults).
 
 Besides the pair features, the trees get the 2,000 most used columns (``--lgbm-bow-columns``; 0
 for the pair features alone) of the word TF-IDF pair blocks |q1 - q2| and q1 * q2 (sparse), so they
@@ -42,13 +44,15 @@ DESIGN_ROWS = 200_000  # rows of the design matrix built at once (see LgbmModel.
 class LgbmOptions:
     """Options of the LightGBM model, each default once."""
 
-    learning_rate: float = option(0.02, "shrinkage per boosting round", flag="--lgbm-learning-rate",
+    learning_rate: float = option(0.03, "shrinkage per boosting round", flag="--lgbm-learning-rate",
                                   space=("float", 0.005, 0.1, "log"))
     num_leaves: int = option(31, "leaves per tree", flag="--lgbm-num-leaves", space=("int", 15, 255))
     min_data_in_leaf: int | None = option(None, "rows per leaf at least (default: 0.1% of the train rows, at "
                                           "least 20)", flag="--lgbm-min-data-in-leaf", space=("int", 20, 400))
     feature_fraction: float = option(0.7, "columns sampled per tree", flag="--lgbm-feature-fraction",
                                      space=("float", 0.3, 1.0))
+    max_bin: int = option(63, "histogram bins per feature (fewer: faster fits, coarser thresholds)",
+                          flag="--lgbm-max-bin", space=("int", 15, 255))
     num_boost_round: int = option(5000, "most boosting rounds (early stopping picks)", flag="--lgbm-rounds")
     early_stopping_rounds: int = option(200, "stop after N rounds without improvement on the fold's validation "
                                         "part (0: always run --lgbm-rounds, e.g. to time a fixed amount of work)",
@@ -69,7 +73,7 @@ DEFAULTS = {
     "bagging_fraction": 0.8,
     "bagging_freq": 1,
     "lambda_l2": 1.0,
-    "max_bin": 255,
+    "max_bin": _OPTION_DEFAULTS["max_bin"],
     "num_boost_round": _OPTION_DEFAULTS["num_boost_round"],
     "early_stopping_rounds": _OPTION_DEFAULTS["early_stopping_rounds"],
     "bow_columns": _OPTION_DEFAULTS["bow_columns"],
