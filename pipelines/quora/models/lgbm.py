@@ -52,7 +52,7 @@ class LgbmOptions:
     feature_fraction: float = option(0.7, "columns sampled per tree", flag="--lgbm-feature-fraction",
                                      space=("float", 0.3, 1.0))
     max_bin: int = option(63, "histogram bins per feature (fewer: faster fits, coarser thresholds)",
-                          flag="--lgbm-max-bin", space=("int", 15, 255))
+                          flag="--lgbm-max-bin")  # not searched: a speed setting, chosen by measurement
     num_boost_round: int = option(5000, "most boosting rounds (early stopping picks)", flag="--lgbm-rounds")
     early_stopping_rounds: int = option(200, "stop after N rounds without improvement on the fold's validation "
                                         "part (0: always run --lgbm-rounds, e.g. to time a fixed amount of work)",
