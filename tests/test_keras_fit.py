@@ -159,3 +159,56 @@ def test_a_new_phase_starts_from_the_best_weights_so_far(tmp_path):
     loop, _ = _fit(tmp_path, phases, every_s=3600)
     assert loop.history["val_loss"][1] > loop.history["val_loss"][0]  # the premise: epoch 2 made it worse
     assert seen == [[False, True]]  # equal to the best weights, different from the last
+
+
+# ----- length-bucketed batches (checkpoint.length_batches / epoch_batches(lengths=...)) ----------------------
+def _padded(lengths, width=12, seed=0):
+    rng = np.random.default_rng(seed)
+    seqs = np.zeros((len(lengths), width), dtype=np.int32)
+    for i, n in enumerate(lengths):
+        seqs[i, :n] = rng.integers(1, 50, n)
+    return seqs
+
+
+def test_length_batches_are_a_seeded_permutation_of_length_sorted_batches():
+    from pipelines.common.checkpoint import length_batches
+
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(0, 13, 1003)
+    order = length_batches(lengths, 16, seed=5, epoch=2, pool_batches=8)
+    assert sorted(order.tolist()) == list(range(1003))  # every row once
+    np.testing.assert_array_equal(order, length_batches(lengths, 16, seed=5, epoch=2, pool_batches=8))
+    assert not np.array_equal(order, length_batches(lengths, 16, seed=5, epoch=3, pool_batches=8))
+    full = order[: 1003 // 16 * 16].reshape(-1, 16)
+    spread = np.ptp(lengths[full], axis=1).mean()
+    random_spread = np.ptp(lengths[rng.permutation(1003)[: full.size].reshape(-1, 16)], axis=1).mean()
+    assert spread < random_spread / 3  # similar lengths share a batch
+    # the batches' order is shuffled: not sorted by length over the epoch
+    assert not np.all(np.diff(lengths[full].max(axis=1)) >= 0)
+
+
+def test_length_bucketed_batches_are_cut_to_their_longest_row_and_resume_alike():
+    import tensorflow as tf  # noqa: F401
+
+    from pipelines.common.checkpoint import epoch_batches
+
+    rng = np.random.default_rng(2)
+    l1, l2 = rng.integers(0, 13, 70), rng.integers(1, 13, 70)
+    x = {"q1": _padded(l1), "q2": _padded(l2, seed=1), "f": rng.normal(size=(70, 3)).astype(np.float32)}
+    y = np.arange(70, dtype=np.float32)  # the row number: which rows each batch holds
+    dataset, steps = epoch_batches(x, y, 8, seed=4, initial_epoch=0, epochs=2, lengths={"q1": l1, "q2": l2})
+    batches = list(dataset.take(2 * steps).as_numpy_iterator())
+    assert steps == 9
+    for epoch in range(2):
+        rows = np.concatenate([b[1] for b in batches[epoch * steps:(epoch + 1) * steps]]).astype(int)
+        assert sorted(rows.tolist()) == list(range(70))
+    for bx, by in batches:
+        rows = by.astype(int)
+        assert bx["q1"].shape[1] == max(1, l1[rows].max()) and bx["q2"].shape[1] == l2[rows].max()
+        np.testing.assert_array_equal(bx["q1"], x["q1"][rows, : bx["q1"].shape[1]])  # only padding cut
+        assert bx["f"].shape == (len(rows), 3)
+    # a fit resumed at epoch 1 sees the batches an uninterrupted one saw in epoch 1
+    resumed, _ = epoch_batches(x, y, 8, seed=4, initial_epoch=1, epochs=2, lengths={"q1": l1, "q2": l2})
+    for a, b in zip(resumed.take(steps).as_numpy_iterator(), batches[steps:]):
+        np.testing.assert_array_equal(a[1], b[1])
+        np.testing.assert_array_equal(a[0]["q2"], b[0]["q2"])

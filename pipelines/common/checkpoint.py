@@ -64,29 +64,50 @@ def save_weights_as(model, weights: list, path: Path) -> None:
 # at epoch e sees the order an uninterrupted one saw; the generators' states are written with the
 # checkpoint and restored with it (BENCHMARKS.md, section resume, for the comparison).
 
-def epoch_batches(x, y, batch_size: int, seed: int, initial_epoch: int, epochs: int):
+def epoch_batches(x, y, batch_size: int, seed: int, initial_epoch: int, epochs: int, *,
+                  lengths: dict | None = None, pool_batches: int = 64):
     """(tf.data.Dataset, steps_per_epoch) of the training batches of epochs ``initial_epoch`` .. ``epochs-1``,
     for ``model.fit(dataset, steps_per_epoch=..., initial_epoch=..., epochs=...)``; ``x`` an array or a
-    dict of arrays (one row per sample), ``y`` an array."""
+    dict of arrays (one row per sample), ``y`` an array.
+
+    ``lengths`` ({key of x: int array of each row's length}): the arrays under those keys are right-padded
+    sequences (a model that masks the padding), and the batches are length-bucketed (``length_batches``):
+    rows of similar length together, each such array cut to its batch's longest row, so no step over
+    padding a whole batch shares is computed. Each epoch's batches still depend on (seed, epoch) alone."""
     import tensorflow as tf
 
     n = len(y)
     steps = -(-n // batch_size)
     xs = tf.nest.map_structure(tf.convert_to_tensor, x)
     ys = tf.convert_to_tensor(y)
+    last = max(epochs, initial_epoch)
 
-    def one_epoch(epoch):
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(n, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
-        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+    if lengths is None:
+        def one_epoch(epoch):
+            order = tf.random.experimental.stateless_shuffle(
+                tf.range(n, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+            return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
+        rows = tf.data.Dataset.range(initial_epoch, last).flat_map(one_epoch)
+    else:
+        key = np.max(np.stack([np.asarray(v) for v in lengths.values()]), axis=0)
+        orders = np.stack([length_batches(key, batch_size, seed, e, pool_batches)
+                           for e in range(initial_epoch, last)]) if last > initial_epoch else np.zeros((0, n), np.int64)
+        rows = tf.data.Dataset.from_tensor_slices(orders).flat_map(
+            lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
+        row_lengths = {k: tf.convert_to_tensor(np.asarray(v, dtype=np.int32)) for k, v in lengths.items()}
 
     def gather(rows, data):
         inputs, targets = data
-        return tf.nest.map_structure(lambda t: tf.gather(t, rows), inputs), tf.gather(targets, rows)
+        batch = tf.nest.map_structure(lambda t: tf.gather(t, rows), inputs)
+        if lengths is not None:  # each padded sequence array cut to the batch's longest row (at least 1 step)
+            for k, length in row_lengths.items():
+                width = tf.maximum(tf.reduce_max(tf.gather(length, rows)), 1)
+                batch[k] = batch[k][:, :width]
+        return batch, tf.gather(targets, rows)
 
     # The arrays enter as one dataset element zipped with every batch of row numbers, as Keras feeds
     # arrays itself, rather than as constants copied into the map function's graph.
-    rows = tf.data.Dataset.range(initial_epoch, max(epochs, initial_epoch)).flat_map(one_epoch)
     data = tf.data.Dataset.from_tensors((xs, ys)).repeat()
     dataset = (tf.data.Dataset.zip((rows, data)).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
                .prefetch(tf.data.AUTOTUNE))
@@ -94,6 +115,23 @@ def epoch_batches(x, y, batch_size: int, seed: int, initial_epoch: int, epochs: 
     options = tf.data.Options()
     options.experimental_optimization.apply_default_optimizations = False
     return dataset.with_options(options), steps
+
+
+def length_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, pool_batches: int = 64) -> np.ndarray:
+    """Epoch ``epoch``'s row order, ``batch_size`` rows a batch, length-bucketed: the rows shuffled (seeded by
+    (seed, epoch) alone), cut into pools of ``pool_batches`` batches, each pool sorted by length and cut
+    into batches, and the full batches shuffled (the one short batch, if any, stays last, so every other
+    batch is whole). Rows of similar length share a batch while batches and their order stay random."""
+    rng = np.random.default_rng([int(seed), int(epoch)])
+    n = len(lengths)
+    order = rng.permutation(n)
+    pool = batch_size * max(1, int(pool_batches))
+    for start in range(0, n, pool):
+        part = order[start:start + pool]
+        order[start:start + pool] = part[np.argsort(lengths[part], kind="stable")]
+    full = n // batch_size
+    batches = order[: full * batch_size].reshape(full, batch_size)[rng.permutation(full)]
+    return np.concatenate([batches.ravel(), order[full * batch_size:]]).astype(np.int64)
 
 
 def _seed_states(model) -> list:

@@ -37,6 +37,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 from pipelines.common.checkpoint import (CheckpointClock, epoch_batches, restore_rng_state, rng_state,
                                          save_weights_as)
 from pipelines.common.io import atomic_path, read_json, write_json
@@ -118,9 +120,11 @@ class ResumableFit:
         return model
 
     def run(self, model, phases: Sequence[FitPhase], data: Callable[[], tuple], *, batch_size: int, seed: int,
-            verbose: int = 2, class_weight: dict | None = None):
+            verbose: int = 2, class_weight: dict | None = None, sequence_keys: Sequence[str] = ()):
         """Train ``model`` through ``phases`` from where the state left it; returns it with the best
-        weights. ``data()`` gives (x, y, validation_data), called only when an epoch is left to train."""
+        weights. ``data()`` gives (x, y, validation_data), called only when an epoch is left to train.
+        ``sequence_keys``: the keys of ``x`` (a dict) holding right-padded token ids (0 = padding) of a model
+        that masks padding: the batches are then length-bucketed (``checkpoint.epoch_batches``)."""
         import keras
 
         state = self.state
@@ -143,6 +147,7 @@ class ResumableFit:
             if arrays is None:
                 arrays = data()
             x, y, validation = arrays
+            lengths = {k: (np.asarray(x[k]) != 0).sum(axis=1) for k in sequence_keys} or None
             callbacks = []
             if phase.learning_rate is not None:
                 callbacks.append(keras.callbacks.LearningRateScheduler(
@@ -152,7 +157,7 @@ class ResumableFit:
             elif len(phases) > 1:
                 log.info("%s: phase %s, epochs %d-%d", self.label, phase.name, state.epoch + 1, phase.end_epoch)
             callbacks.append(_callback_class()(self, phase.patience))
-            batches, steps = epoch_batches(x, y, batch_size, seed, state.epoch, phase.end_epoch)
+            batches, steps = epoch_batches(x, y, batch_size, seed, state.epoch, phase.end_epoch, lengths=lengths)
             model.fit(batches, steps_per_epoch=steps, validation_data=validation, validation_batch_size=batch_size,
                       epochs=phase.end_epoch, initial_epoch=state.epoch, class_weight=class_weight,
                       callbacks=callbacks, verbose=verbose, shuffle=False)

@@ -163,7 +163,8 @@ CUDNN_GRU_ARGS = {"reset_after": True}
 def build_keras_model(*, max_len: int, embedding_matrix: np.ndarray, rnn: str, units: int, bidirectional: bool,
                       fine_tune: bool, n_features: int, dense: int, dropout: float, learning_rate: float,
                       pooling: str = "last", cudnn_safe_mask: bool = True):
-    """The compiled siamese network; inputs q1, q2 (int32 (n, max_len)) and, with n_features > 0, feats.
+    """The compiled siamese network; inputs q1, q2 (int32 (n, width), right-padded, width at most max_len)
+    and, with n_features > 0, feats.
 
     ``cudnn_safe_mask=False`` leaves out NonEmptyMask/ZeroEmpty (the network before they existed; the
     same predictions, which a test checks)."""
@@ -172,8 +173,9 @@ def build_keras_model(*, max_len: int, embedding_matrix: np.ndarray, rnn: str, u
     custom = custom_objects()
     PairMerge, MaskedMaxPool = custom["PairMerge"], custom["MaskedMaxPool"]
     vocab, dim = embedding_matrix.shape
-    q1 = keras.Input((max_len,), dtype="int32", name="q1")
-    q2 = keras.Input((max_len,), dtype="int32", name="q2")
+    # Any width up to max_len: training batches are cut to their longest question (``--batching length``).
+    q1 = keras.Input((None,), dtype="int32", name="q1")
+    q2 = keras.Input((None,), dtype="int32", name="q2")
     embed = layers.Embedding(vocab, dim, mask_zero=True, trainable=fine_tune, name="embedding")
     rnn_args = {**CUDNN_RNN_ARGS, **(CUDNN_GRU_ARGS if rnn == "gru" else {})}
     rnn_layer = {"lstm": layers.LSTM, "gru": layers.GRU}[rnn](units, return_sequences=pooling != "last",
@@ -337,6 +339,9 @@ class SiameseOptions:
     with_features: bool = option(True, "append the standardised pair features to the merged encodings "
                                  "(default: on; BENCHMARKS.md, quora-models, measures the difference)",
                                  negate="--no-features")
+    batching: str = option("length", "training batches: length (pairs of similar length together, each batch cut "
+                           "to its longest question: no recurrent step over padding) or random",
+                           choices=("length", "random"))
     pooling: str = option("max", "question encoding: max over the encoder's time steps or its last state",
                           choices=("max", "last"))
     device: str | None = option(None, "auto (default, or $PIPELINES_DEVICE): the GPU when TensorFlow sees one, "
@@ -360,6 +365,8 @@ class SiameseModel:
         epochs, batch_size, units, patience, bidirectional = o.epochs, o.batch_size, o.units, o.patience, o.bidirectional
         fine_tune, with_features, dense, dropout = o.fine_tune, o.with_features, o.dense, o.dropout
         learning_rate, pooling, execution, precision = o.learning_rate, o.pooling, o.execution, o.precision
+        if o.batching not in ("length", "random"):
+            raise ValueError(f"unknown batching {o.batching!r}")
         device = o.device or "auto"
         if rnn not in ("lstm", "gru"):
             raise ValueError(f"unknown encoder {rnn!r}")
@@ -372,7 +379,7 @@ class SiameseModel:
         self.params = {"rnn": rnn, "epochs": int(epochs), "batch_size": int(batch_size), "units": int(units),
                        "patience": int(patience), "bidirectional": bool(bidirectional),
                        "fine_tune": bool(fine_tune), "with_features": bool(with_features), "dense": int(dense),
-                       "dropout": float(dropout), "learning_rate": float(learning_rate), "pooling": pooling, "execution": execution, "seed": int(seed),
+                       "dropout": float(dropout), "learning_rate": float(learning_rate), "pooling": pooling, "batching": o.batching, "execution": execution, "seed": int(seed),
                        "order_invariant": True, "deterministic_ops": True}
         # Device and precision (pipelines/common/device.py; ``gpus``: the GPU list, for tests). On the CPU
         # nothing is added to the parameters, so CPU runs keep the parameters (and resume keys) they had.
@@ -465,7 +472,7 @@ class SiameseModel:
 
         phase = FitPhase(self.params["epochs"], self.params["patience"])
         loop.run(model, [phase], arrays, batch_size=self.params["batch_size"], seed=self.params["seed"] + fold,
-                 verbose=self.verbose)
+                 verbose=self.verbose, sequence_keys=("q1", "q2") if self.params["batching"] == "length" else ())
         self.history = loop.history
         return fitted
 
