@@ -112,6 +112,34 @@ def _siamese(data, **kw):
     return SiameseModel(data, "gru", **opts)
 
 
+@pytest.mark.parametrize("batching", ["length", "random"])
+def test_siamese_batching_length_buckets_its_questions(nn_features, tmp_path, monkeypatch, batching):
+    from pipelines.common import keras_fit
+    from pipelines.quora.models import QuoraFeatures
+
+    data = QuoraFeatures(nn_features)
+    train_idx, valid_idx = np.flatnonzero(data.folds != 0), np.flatnonzero(data.folds == 0)
+    seen, real = {}, keras_fit.epoch_batches
+
+    def spy(x, y, *args, lengths=None, **kw):
+        seen["lengths"] = lengths
+        return real(x, y, *args, lengths=lengths, **kw)
+
+    monkeypatch.setattr(keras_fit, "epoch_batches", spy)
+    model = _siamese(data, epochs=1, batching=batching)
+    assert model.params["batching"] == batching
+    fitted = model.fit(0, train_idx, valid_idx, tmp_path)
+    assert np.isfinite(model.predict_valid(fitted, valid_idx)).all()
+    if batching == "random":
+        assert seen["lengths"] is None
+    else:  # each question's own length (its words), from the right-padded token ids
+        q1 = np.asarray(data.seq("q1", "train"))[train_idx]
+        assert set(seen["lengths"]) == {"q1", "q2"}
+        np.testing.assert_array_equal(seen["lengths"]["q1"], (q1 != 0).sum(axis=1))
+    with pytest.raises(ValueError, match="batching"):
+        _siamese(data, batching="sorted")
+
+
 def test_siamese_resumes_from_its_epoch_checkpoint(nn_features, tmp_path, monkeypatch):
     from pipelines.quora.models import QuoraFeatures
     from pipelines.quora.models import siamese
