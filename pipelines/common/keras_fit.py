@@ -144,10 +144,10 @@ class ResumableFit:
             if not self._continuing and phase.prepare is not None:
                 phase.prepare(model)
             self._continuing = False
-            if arrays is None:
+            if arrays is None:  # the arrays and their sequences' lengths, once for every phase
                 arrays = data()
+                lengths = {k: (np.asarray(arrays[0][k]) != 0).sum(axis=1) for k in sequence_keys} or None
             x, y, validation = arrays
-            lengths = {k: (np.asarray(x[k]) != 0).sum(axis=1) for k in sequence_keys} or None
             callbacks = []
             if phase.learning_rate is not None:
                 callbacks.append(keras.callbacks.LearningRateScheduler(
