@@ -174,3 +174,87 @@ def test_checkpoint_clock():
     assert not clock.due()
     assert CheckpointClock(0, clock=lambda: now[0]).due()  # 0: every epoch
     assert CheckpointClock().interval_s == config.CHECKPOINT_EVERY_S
+
+
+class TogetherModel(CentroidModel):
+    """CentroidModel that predicts the test set of several fold models in one pass (``predict_test_folds``)."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.passes = []  # the number of models given to each predict_test_folds call
+
+    def predict_test(self, model):
+        raise AssertionError("the engine must use predict_test_folds")
+
+    def load(self, fold_dir):
+        return np.load(fold_dir / "centroids.npy")
+
+    def predict_test_folds(self, models):
+        self.passes.append(len(models))
+        return [self._proba(m, self.x_test) for m in models]
+
+
+def test_test_predictions_of_every_fold_in_one_pass_equal_the_per_fold_ones(tmp_path):
+    x, y, x_test = _data()
+    folds = make_folds(y, 4, seed=3)
+    _run(CentroidModel(x, y, x_test), tmp_path / "per_fold", y, folds)
+    together = TogetherModel(x, y, x_test)
+    assert _run(together, tmp_path / "together", y, folds)["complete"]
+    assert together.passes == [4]
+    for name in ("oof.parquet", "test.parquet"):
+        assert (tmp_path / "together" / name).read_bytes() == (tmp_path / "per_fold" / name).read_bytes()
+    with np.load(tmp_path / "together" / "folds" / "fold_0.npz") as z:
+        assert z["test_pred"].shape == (len(x_test),) and float(z["predict_s"]) >= 0
+
+
+def test_folds_of_an_interrupted_call_get_their_test_predictions_on_the_rerun(tmp_path):
+    x, y, x_test = _data()
+    folds = make_folds(y, 5, seed=3)
+    crashing = TogetherModel(x, y, x_test, fail_on_fold=2)
+    with pytest.raises(RuntimeError, match="fold 2"):
+        _run(crashing, tmp_path / "m", y, folds)
+    assert crashing.passes == []  # the call never reached its pass: folds 1-2 are checkpointed without them
+    with np.load(tmp_path / "m" / "folds" / "fold_0.npz") as z:
+        assert "test_pred" not in z.files
+
+    rerun = TogetherModel(x, y, x_test)
+    assert _run(rerun, tmp_path / "m", y, folds)["complete"]
+    assert rerun.fitted_folds == [2, 3, 4] and rerun.passes == [5]  # the earlier folds loaded from their files
+    _run(CentroidModel(x, y, x_test), tmp_path / "clean", y, folds)
+    assert (tmp_path / "m" / "test.parquet").read_bytes() == (tmp_path / "clean" / "test.parquet").read_bytes()
+
+
+def test_a_partial_call_predicts_its_own_folds_and_a_pruned_fold_none(tmp_path):
+    x, y, x_test = _data()
+    folds = make_folds(y, 3, seed=3)
+    partial = TogetherModel(x, y, x_test)
+    assert not _run(partial, tmp_path / "m", y, folds, only_folds=[0])["complete"]
+    assert partial.passes == [1]
+    with np.load(tmp_path / "m" / "folds" / "fold_0.npz") as z:
+        assert "test_pred" in z.files
+
+    def prune(k, score):
+        raise KeyboardInterrupt("pruned")
+
+    pruned = TogetherModel(x, y, x_test)
+    with pytest.raises(KeyboardInterrupt):
+        _run(pruned, tmp_path / "p", y, folds, on_fold=prune)
+    assert pruned.passes == []
+
+
+def test_a_run_never_averages_fewer_folds_test_predictions(tmp_path):
+    x, y, x_test = _data()
+    folds = make_folds(y, 3, seed=3)
+    _run(CentroidModel(x, y, x_test), tmp_path / "m", y, folds)
+    ckpt = tmp_path / "m" / "folds" / "fold_1.npz"
+    with np.load(ckpt) as z:
+        arrays = {k: z[k] for k in z.files if k != "test_pred"}
+    np.savez(ckpt, **arrays)
+    from pipelines.common.cv import finish_cv
+    from pipelines.common.task import Task
+
+    with pytest.raises(RuntimeError, match="1 fold checkpoint"):
+        finish_cv(CentroidModel(x, y, x_test), comp="quora", source="sample", out_dir=tmp_path / "m", y=y,
+                  folds=folds, train_ids=np.arange(len(y)), test_ids=np.arange(len(x_test)),
+                  task=Task(kind="binary", id_column="id", pred_columns=("is_duplicate",)), seed=7, inputs={},
+                  started="now")

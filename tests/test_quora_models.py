@@ -68,6 +68,24 @@ def test_classic_models_learn(features, model, saved):
     assert any(key.endswith("features.lock.json") for key in run["inputs"])
 
 
+@pytest.mark.parametrize("name", ["bow_svm", "lgbm"])
+def test_saved_fold_models_predict_the_test_set_together_as_fitted(features, tmp_path, name):
+    """The engine predicts the test set once the folds are fitted, from the saved fold models in one pass
+    (``predict_test_folds``): exactly what each fitted model predicts on its own."""
+    model, data = train.build_model("quora", name, train_args("--model", name))
+    fitted = []
+    for k in range(2):
+        fold_dir = tmp_path / f"fold_{k}"
+        fold_dir.mkdir()
+        fit = model.fit(k, np.flatnonzero(data.folds != k), np.flatnonzero(data.folds == k), fold_dir)
+        model.save(fit, fold_dir)
+        fitted.append(fit)
+    together = model.predict_test_folds([model.load(tmp_path / f"fold_{k}") for k in range(2)])
+    assert len(together) == 2 and not np.array_equal(together[0], together[1])
+    for fit, pred in zip(fitted, together):
+        assert pred.shape == (len(data.test_ids),) and np.array_equal(pred, model.predict_test(fit))
+
+
 @pytest.mark.parametrize("model", ["bow_lr", "lgbm"])
 def test_oof_byte_identical_on_rerun(features, model):
     train.main(train_args("--model", model))

@@ -13,6 +13,10 @@ metrics and the output format, so blending and comparison are generic:
         history.json     per-fold learning curves (neural models)
         folds/fold_<k>.npz, folds/fold_<k>/   fold checkpoints and fitted fold models
 
+Test predictions: each fold's model predicts the test set after its fit, or, for a model that predicts several
+fold models' at less cost together (``predict_test_folds``, see ``CVModel``), all the call's folds in one pass
+once they are fitted. Either way a fold's test predictions are in its checkpoint before the run is finished.
+
 Fit-only rows: a train row whose fold id is -1 is never validated; it is in every fold's training
 part (extra data that must not move the CV score, e.g. cervix's additional images), and
 ``fit_exclude`` (rows x folds, bool) can keep a row out of chosen folds' training parts (a
@@ -108,6 +112,11 @@ class CVModel(Protocol):
     def save(self, model: Any, fold_dir: Path) -> None:
         """Persist the fitted fold model into fold_dir (optional; may do nothing)."""
 
+    # Optional, for a model whose test predictions cost less together (the test rows' design built once and
+    # given to every fold model, e.g. LightGBM on the 2.3M Kaggle test pairs): ``load(fold_dir)``, the model
+    # ``save`` wrote, back; ``predict_test_folds(models)``, a test prediction per model, as predict_test would
+    # give each. The engine then predicts the test set once a call's folds are fitted: see predict_test_together.
+
 
 def pred_frame(ids: np.ndarray, pred: np.ndarray, class_names: Sequence[str]) -> pd.DataFrame:
     pred = np.asarray(pred)
@@ -163,6 +172,7 @@ def run_cv(model: CVModel, *, comp: str, source: str, out_dir: Path, y: np.ndarr
     write_json(state_path, {"key": cv_key, "model": model.name})
 
     todo = list(range(n_folds)) if only_folds is None else list(only_folds)
+    together = test_ids is not None and hasattr(model, "predict_test_folds")
     for k in todo:
         ckpt = folds_dir / f"fold_{k}.npz"
         if ckpt.exists() and not fold_checkpoint_readable(ckpt):
@@ -184,7 +194,7 @@ def run_cv(model: CVModel, *, comp: str, source: str, out_dir: Path, y: np.ndarr
         fit_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         valid_pred = np.asarray(model.predict_valid(fitted, valid_idx))
-        test_pred = model.predict_test(fitted) if test_ids is not None else None
+        test_pred = model.predict_test(fitted) if test_ids is not None and not together else None
         predict_s = time.perf_counter() - t0
         model.save(fitted, fold_dir)
         history = getattr(model, "history", None) or {}
@@ -200,12 +210,44 @@ def run_cv(model: CVModel, *, comp: str, source: str, out_dir: Path, y: np.ndarr
         if on_fold is not None:
             on_fold(k, fold_score)
 
+    if together:
+        predict_test_together(model, folds_dir, n_folds)
     done = [k for k in range(n_folds) if (folds_dir / f"fold_{k}.npz").exists()]
     if len(done) < n_folds:
         log.info("%s: %d of %d folds done; run again to finish", model.name, len(done), n_folds)
         return {"complete": False, "folds_done": done}
     return finish_cv(model, comp=comp, source=source, out_dir=out_dir, y=y, folds=folds, train_ids=train_ids,
                      test_ids=test_ids, task=task, seed=seed, inputs=inputs, started=started)
+
+
+def predict_test_together(model, folds_dir: Path, n_folds: int) -> None:
+    """Test predictions of every finished fold whose checkpoint lacks them, in one ``predict_test_folds`` pass.
+
+    Those are the folds fitted in this call, and any fold of an earlier call that ended between its checkpoint
+    and this pass (the pass was interrupted): each is loaded from what ``save`` wrote. Its test predictions go
+    into its checkpoint (rewritten atomically), and the pass's seconds, shared equally, into its predict seconds.
+    A fold stopped before its checkpoint (a tuner's pruning) is never predicted.
+    """
+    pending = []
+    for k in range(n_folds):
+        ckpt = folds_dir / f"fold_{k}.npz"
+        if ckpt.exists():
+            with np.load(ckpt, allow_pickle=False) as z:
+                if "test_pred" not in z.files:
+                    pending.append(k)
+    if not pending:
+        return
+    log.info("%s: test predictions of fold(s) %s in one pass", model.name, ", ".join(str(k + 1) for k in pending))
+    t0 = time.perf_counter()
+    preds = model.predict_test_folds([model.load(folds_dir / f"fold_{k}") for k in pending])
+    share_s = (time.perf_counter() - t0) / len(pending)
+    for k, pred in zip(pending, preds):
+        ckpt = folds_dir / f"fold_{k}.npz"
+        with np.load(ckpt, allow_pickle=False) as z:
+            arrays = {name: z[name] for name in z.files}
+        arrays["predict_s"] = np.float64(float(arrays["predict_s"]) + share_s)
+        save_npz(ckpt, **arrays, test_pred=np.asarray(pred))
+    log.info("%s: test predictions done in %.1fs", model.name, share_s * len(pending))
 
 
 def check_fit_exclude(fit_exclude, n_rows: int, n_folds: int) -> np.ndarray | None:
@@ -237,6 +279,7 @@ def finish_cv(model, *, comp, source, out_dir, y, folds, train_ids, test_ids, ta
     oof = None
     test_sum = None
     per_fold, fit_s, predict_s, histories = [], [], [], {}
+    n_test_folds = 0
     for k in range(n_folds):
         with np.load(out_dir / "folds" / f"fold_{k}.npz", allow_pickle=False) as z:
             valid_idx, valid_pred = z["valid_idx"], z["valid_pred"]
@@ -245,10 +288,14 @@ def finish_cv(model, *, comp, source, out_dir, y, folds, train_ids, test_ids, ta
             oof[valid_idx] = valid_pred
             if "test_pred" in z:
                 test_sum = z["test_pred"].astype(np.float64) if test_sum is None else test_sum + z["test_pred"]
+                n_test_folds += 1
             fit_s.append(float(z["fit_s"]))
             predict_s.append(float(z["predict_s"]))
             histories[str(k)] = json.loads(str(z["history"]))
         per_fold.append(task.score(y[valid_idx], valid_pred))
+    if 0 < n_test_folds < n_folds:  # some fold checkpoints without test predictions: never average fewer
+        raise RuntimeError(f"{model.name}: {n_folds - n_test_folds} fold checkpoint(s) in {out_dir / 'folds'} lack "
+                           "test predictions; run the same command again to make them")
     if np.isnan(oof[validated]).any():
         raise RuntimeError(f"{model.name}: out-of-fold predictions do not cover every validated train row")
     n_fit_only = int((~validated).sum())

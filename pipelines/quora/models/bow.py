@@ -121,18 +121,29 @@ class BowModel:
         return model.predict_proba(self.train_x[valid_idx])[:, 1]
 
     def predict_test(self, model) -> np.ndarray:
+        return self.predict_test_folds([model])[0]
+
+    def predict_test_folds(self, models: list) -> list[np.ndarray]:
+        """Every fold model's test predictions, each chunk's pair matrix built once for all of them (the
+        engine's one pass after the folds)."""
         if self._test_raw is None:
             self._test_raw = self._raw("test")
         n_test = len(self.data.ids_test)
-        out = np.empty(n_test, dtype=np.float64)
+        out = [np.empty(n_test, dtype=np.float64) for _ in models]
         for start in range(0, n_test, PREDICT_CHUNK):
             rows = slice(start, min(start + PREDICT_CHUNK, n_test))
-            out[rows] = model.predict_proba(self._pairs(self._test_raw, rows))[:, 1]
+            pairs = self._pairs(self._test_raw, rows)
+            for pred, model in zip(out, models):
+                pred[rows] = model.predict_proba(pairs)[:, 1]
         return out
 
     def save(self, model, fold_dir: Path) -> None:
         with atomic_path(Path(fold_dir) / "model.pkl") as tmp:
             tmp.write_bytes(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def load(self, fold_dir: Path):
+        """The fold's saved estimator (written by ``save``: a file of this project's own run folder)."""
+        return pickle.loads((Path(fold_dir) / "model.pkl").read_bytes())
 
 
 def build(data, options: BowOptions, ctx, kind: str) -> BowModel:

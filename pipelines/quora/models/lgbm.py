@@ -210,14 +210,27 @@ class LgbmModel:
         return model.predict(self.x_train[valid_idx], num_iteration=model.best_iteration)
 
     def predict_test(self, model) -> np.ndarray:
-        out = np.empty(len(self.data.ids_test), dtype=np.float64)
+        return self.predict_test_folds([model])[0]
+
+    def predict_test_folds(self, models: list) -> list[np.ndarray]:
+        """Every fold model's test predictions, each design block built once for all of them (the engine's
+        one pass after the folds: at Kaggle size a pass over the 2.3M test rows' blocks takes ~15 s)."""
+        out = [np.empty(len(self.data.ids_test), dtype=np.float64) for _ in models]
         for rows, block in self._design_blocks("test"):
-            out[rows] = model.predict(block, num_iteration=model.best_iteration)
+            for pred, model in zip(out, models):
+                pred[rows] = model.predict(block, num_iteration=model.best_iteration,
+                                           num_threads=self.params["num_threads"])
         return out
 
     def save(self, model, fold_dir: Path) -> None:
         with atomic_path(Path(fold_dir) / "model.txt") as tmp:
             model.save_model(str(tmp), num_iteration=model.best_iteration)
+
+    def load(self, fold_dir: Path):
+        """The fold's saved model (its kept rounds only: ``save`` wrote those)."""
+        import lightgbm as lgb
+
+        return lgb.Booster(model_file=str(Path(fold_dir) / "model.txt"))
 
 
 def build(data, options: LgbmOptions, ctx) -> LgbmModel:
