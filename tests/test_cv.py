@@ -251,9 +251,10 @@ def test_a_run_never_averages_fewer_folds_test_predictions(tmp_path):
         arrays = {k: z[k] for k in z.files if k != "test_pred"}
     np.savez(ckpt, **arrays)
     from pipelines.common.cv import finish_cv
+    from pipelines.common.log import StageError
     from pipelines.common.task import Task
 
-    with pytest.raises(RuntimeError, match="1 fold checkpoint"):
+    with pytest.raises(StageError, match="1 fold checkpoint"):
         finish_cv(CentroidModel(x, y, x_test), comp="quora", source="sample", out_dir=tmp_path / "m", y=y,
                   folds=folds, train_ids=np.arange(len(y)), test_ids=np.arange(len(x_test)),
                   task=Task(kind="binary", id_column="id", pred_columns=("is_duplicate",)), seed=7, inputs={},

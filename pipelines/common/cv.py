@@ -294,7 +294,9 @@ def finish_cv(model, *, comp, source, out_dir, y, folds, train_ids, test_ids, ta
             histories[str(k)] = json.loads(str(z["history"]))
         per_fold.append(task.score(y[valid_idx], valid_pred))
     if 0 < n_test_folds < n_folds:  # some fold checkpoints without test predictions: never average fewer
-        raise RuntimeError(f"{model.name}: {n_folds - n_test_folds} fold checkpoint(s) in {out_dir / 'folds'} lack "
+        from pipelines.common.log import StageError
+
+        raise StageError(f"{model.name}: {n_folds - n_test_folds} fold checkpoint(s) in {out_dir / 'folds'} lack "
                            "test predictions; run the same command again to make them")
     if np.isnan(oof[validated]).any():
         raise RuntimeError(f"{model.name}: out-of-fold predictions do not cover every validated train row")
