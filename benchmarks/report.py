@@ -9,10 +9,10 @@ import re
 import resource
 from pathlib import Path
 
-from pipelines import config
 from pipelines.common.io import write_text
 
-BENCHMARKS_MD = config.ROOT / "BENCHMARKS.md"
+# The repository's file, also when PIPELINES_ROOT puts a benchmark's outputs in a scratch root.
+BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 HEADER = "# Benchmarks\n\nFigures measured on this project's machines; each section names its command.\n"
 
 
