@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.report import update_section
-from benchmarks.shared import SHARED_DATA
+from benchmarks.shared import SHARED_DATA, quora_features
 from pipelines import config
 
 
@@ -36,13 +36,10 @@ def main(argv: list[str]) -> None:
 
     import lightgbm as lgb
 
-    from pipelines.__main__ import main as cli
     from pipelines.quora.models import QuoraFeatures
     from pipelines.quora.models.lgbm import LgbmModel, lgb_feature_names
 
-    if not (config.features_dir("quora", args.source) / "features.lock.json").exists():
-        assert cli(["data", "--comp", "quora", "--source", args.source]) == 0
-        assert cli(["features", "--comp", "quora", "--source", args.source]) == 0
+    quora_features(args.source)
     data = QuoraFeatures(config.features_dir("quora", args.source))
     model = LgbmModel(data)
     x = model.x_train  # built once, outside both clocks

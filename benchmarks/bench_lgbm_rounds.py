@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.report import update_section
-from benchmarks.shared import SHARED_DATA
+from benchmarks.bench_quora_features import KAGGLE_TRAIN
+from benchmarks.shared import SHARED_DATA, quora_features
 from pipelines import config
 
-KAGGLE_FOLD_TRAIN = 404_290 - 404_290 // 5  # a Kaggle fold's train part (5 folds)
+KAGGLE_FOLD_TRAIN = KAGGLE_TRAIN - KAGGLE_TRAIN // 5  # a Kaggle fold's train part (5 folds)
 
 
 def parse_args(argv):
@@ -39,17 +40,6 @@ def parse_args(argv):
     p.add_argument("--rates", default="0.06,0.1", help="other learning rates to fit the same subsets at ('' none)")
     p.add_argument("--no-report", action="store_true", help="print, do not write BENCHMARKS.md")
     return p.parse_args(argv)
-
-
-def ensure_features(source: str) -> str:
-    """The source's label, after the data and features stages when its features are not there yet."""
-    from pipelines.__main__ import main as cli
-
-    label = config.source_label(source)
-    if not (config.features_dir("quora", label) / "features.lock.json").exists():
-        assert cli(["data", "--comp", "quora", "--source", source]) == 0
-        assert cli(["features", "--comp", "quora", "--source", label]) == 0
-    return label
 
 
 def kept_rounds(label: str, fractions: list[float], options: list[str] = ()) -> tuple[np.ndarray, np.ndarray,
@@ -89,7 +79,7 @@ def extrapolate(sizes: np.ndarray, rounds: np.ndarray, n: int) -> tuple[float, f
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     fractions = [float(f) for f in args.fractions.split(",")]
-    label = ensure_features(args.source)
+    label = quora_features(args.source)
     sizes, rounds, losses, params = kept_rounds(label, fractions)
     slope, at_kaggle, per_fold = extrapolate(sizes, rounds, KAGGLE_FOLD_TRAIN)
     lines = [f"Real rows `{args.source}` (source `{label}`), the train stage's LgbmModel with its default options "
@@ -106,7 +96,7 @@ def main(argv: list[str]) -> int:
               f"the largest subset): **{at_kaggle:,.0f} rounds** (each fold's own line: "
               f"{', '.join(f'{r:,.0f}' for r in per_fold)}), against the {args.assumed:,} the Kaggle-size timings run. "
               "An extrapolation, not a measurement: at Kaggle size `min_data_in_leaf` auto is "
-              f"{max(20, round(404_290 / 1000))} rather than {params['min_data_in_leaf']}, the features are richer "
+              f"{max(20, round(KAGGLE_TRAIN / 1000))} rather than {params['min_data_in_leaf']}, the features are richer "
               "(more question-graph signal), and the curve may bend."]
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
     if rates:

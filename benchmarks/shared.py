@@ -49,6 +49,19 @@ def stage_in(root: Path, *argv: str) -> float:
     return time.perf_counter() - t0
 
 
+def quora_features(source: str) -> str:
+    """The label of a Quora source (a folder of real rows), after the data and features stages when its features
+    are not built yet (outputs under PIPELINES_ROOT when set)."""
+    from pipelines import config
+    from pipelines.__main__ import main as cli
+
+    label = config.source_label(source)
+    if not (config.features_dir("quora", label) / "features.lock.json").exists():
+        assert cli(["data", "--comp", "quora", "--source", source]) == 0
+        assert cli(["features", "--comp", "quora", "--source", label]) == 0
+    return label
+
+
 def read_json_or_empty(path: Path) -> dict:
     import json
 

@@ -228,25 +228,22 @@ def predict_test_together(model, folds_dir: Path, n_folds: int) -> None:
     into its checkpoint (rewritten atomically), and the pass's seconds, shared equally, into its predict seconds.
     A fold stopped before its checkpoint (a tuner's pruning) is never predicted.
     """
-    pending = []
+    pending = {}  # fold -> its checkpoint's arrays (small: no test predictions in them)
     for k in range(n_folds):
         ckpt = folds_dir / f"fold_{k}.npz"
         if ckpt.exists():
             with np.load(ckpt, allow_pickle=False) as z:
                 if "test_pred" not in z.files:
-                    pending.append(k)
+                    pending[k] = {name: z[name] for name in z.files}
     if not pending:
         return
     log.info("%s: test predictions of fold(s) %s in one pass", model.name, ", ".join(str(k + 1) for k in pending))
     t0 = time.perf_counter()
     preds = model.predict_test_folds([model.load(folds_dir / f"fold_{k}") for k in pending])
     share_s = (time.perf_counter() - t0) / len(pending)
-    for k, pred in zip(pending, preds):
-        ckpt = folds_dir / f"fold_{k}.npz"
-        with np.load(ckpt, allow_pickle=False) as z:
-            arrays = {name: z[name] for name in z.files}
+    for (k, arrays), pred in zip(pending.items(), preds):
         arrays["predict_s"] = np.float64(float(arrays["predict_s"]) + share_s)
-        save_npz(ckpt, **arrays, test_pred=np.asarray(pred))
+        save_npz(folds_dir / f"fold_{k}.npz", **arrays, test_pred=np.asarray(pred))
     log.info("%s: test predictions done in %.1fs", model.name, share_s * len(pending))
 
 
