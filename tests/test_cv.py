@@ -259,3 +259,68 @@ def test_a_run_never_averages_fewer_folds_test_predictions(tmp_path):
                   folds=folds, train_ids=np.arange(len(y)), test_ids=np.arange(len(x_test)),
                   task=Task(kind="binary", id_column="id", pred_columns=("is_duplicate",)), seed=7, inputs={},
                   started="now")
+
+
+class RefitModel(TogetherModel):
+    """TogetherModel whose test predictions come from one more model fitted on every train row (``fit_all``)."""
+
+    test_from = "refit"
+
+    def __init__(self, *a, folds=None, fail_in_refit=False, **kw):
+        super().__init__(*a, **kw)
+        self.folds, self.fail_in_refit = folds, fail_in_refit
+        self.refits = []  # (rows, fold models given) of each fit_all call
+
+    def fit_all(self, train_idx, fold_models, fold_rows, out_dir):
+        if self.fail_in_refit:
+            raise RuntimeError("simulated crash in the refit")
+        assert fold_rows == [int((self.folds != k).sum()) for k in range(len(fold_models))]  # each fold model's rows
+        self.refits.append((len(train_idx), len(fold_models)))
+        self.refit_info = {"fold_models": len(fold_models)}
+        return np.stack([self.x[train_idx][self.y[train_idx] == c].mean(axis=0) for c in range(self.n_classes)])
+
+    def predict_test(self, model):
+        return self._proba(model, self.x_test)
+
+
+def test_refit_predicts_the_test_set_with_one_model_of_every_train_row(tmp_path):
+    x, y, x_test = _data()
+    folds = make_folds(y, 4, seed=3)
+    model = RefitModel(x, y, x_test, folds=folds)
+    result = _run(model, tmp_path / "m", y, folds)
+    assert result["complete"] and model.refits == [(len(y), 4)] and model.passes == []  # no fold predicts the test set
+    whole = np.stack([x[y == c].mean(axis=0) for c in range(2)])
+    test = pd.read_parquet(tmp_path / "m" / "test.parquet")
+    assert np.allclose(test["is_duplicate"], model._proba(whole, x_test))
+    _run(CentroidModel(x, y, x_test), tmp_path / "folds", y, folds)  # the out-of-fold side is the folds' as always
+    assert (tmp_path / "m" / "oof.parquet").read_bytes() == (tmp_path / "folds" / "oof.parquet").read_bytes()
+    assert not np.allclose(test["is_duplicate"], pd.read_parquet(tmp_path / "folds" / "test.parquet")["is_duplicate"])
+    metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert metrics["test_from"] == "refit" and metrics["refit"]["fold_models"] == 4
+    assert metrics["refit"]["fit_seconds"] >= 0 and (tmp_path / "m" / "folds" / "refit" / "centroids.npy").exists()
+    assert json.loads((tmp_path / "folds" / "metrics.json").read_text())["test_from"] == "folds"
+    with np.load(tmp_path / "m" / "folds" / "fold_0.npz") as z:
+        assert "test_pred" not in z.files
+
+
+def test_an_interrupted_refit_keeps_the_folds_and_refits_on_the_rerun(tmp_path):
+    x, y, x_test = _data()
+    folds = make_folds(y, 3, seed=3)
+    with pytest.raises(RuntimeError, match="refit"):
+        _run(RefitModel(x, y, x_test, fail_in_refit=True), tmp_path / "m", y, folds)
+    assert not (tmp_path / "m" / "test.parquet").exists()
+    rerun = RefitModel(x, y, x_test, folds=folds)
+    assert _run(rerun, tmp_path / "m", y, folds)["complete"]
+    assert rerun.fitted_folds == [] and rerun.refits == [(len(y), 3)]
+    again = RefitModel(x, y, x_test, folds=folds)  # everything done: nothing fitted, not even the refit
+    assert _run(again, tmp_path / "m", y, folds)["complete"] and again.refits == [] and again.fitted_folds == []
+
+
+def test_refit_asked_of_a_model_without_fit_all_is_a_stage_error(tmp_path):
+    from pipelines.common.log import StageError
+
+    x, y, x_test = _data()
+    model = CentroidModel(x, y, x_test)
+    model.test_from = "refit"
+    with pytest.raises(StageError, match="no fit_all"):
+        _run(model, tmp_path / "m", y, make_folds(y, 3, seed=3))

@@ -15,7 +15,11 @@ metrics and the output format, so blending and comparison are generic:
 
 Test predictions: each fold's model predicts the test set after its fit, or, for a model that predicts several
 fold models' at less cost together (``predict_test_folds``, see ``CVModel``), all the call's folds in one pass
-once they are fitted. Either way a fold's test predictions are in its checkpoint before the run is finished.
+once they are fitted. Either way a fold's test predictions are in its checkpoint before the run is finished,
+and test.parquet is their average. A model whose ``test_from`` is ``"refit"`` (and that has ``fit_all``) instead
+fits one more model on every train row once the folds are done (``folds/refit/``, ``folds/refit.npz``): its test
+predictions alone make test.parquet, so the test set is predicted once rather than once per fold; the
+out-of-fold predictions and the CV score are the folds' as always.
 
 Fit-only rows: a train row whose fold id is -1 is never validated; it is in every fold's training
 part (extra data that must not move the CV score, e.g. cervix's additional images), and
@@ -48,6 +52,7 @@ from pipelines.common.records import now, run_record
 from pipelines.common.task import EPS, FOLD, ID, Task  # noqa: F401  (EPS: re-exported for callers)
 
 log = logging.getLogger(__name__)
+REFIT = "refit.npz"  # in folds/: the test predictions of the model refitted on every train row
 
 
 def make_folds(y: np.ndarray, n_folds: int = 5, seed: int = 42) -> np.ndarray:
@@ -116,6 +121,12 @@ class CVModel(Protocol):
     # given to every fold model, e.g. LightGBM on the 2.3M Kaggle test pairs): ``load(fold_dir)``, the model
     # ``save`` wrote, back; ``predict_test_folds(models)``, a test prediction per model, as predict_test would
     # give each. The engine then predicts the test set once a call's folds are fitted: see predict_test_together.
+    #
+    # Optional, for test predictions from one model fitted on every train row (when ``test_from == "refit"``):
+    # ``fit_all(train_idx, fold_models, fold_rows, out_dir)``, fitted on all of ``train_idx`` with the fold models
+    # (loaded by ``load``) and the rows each was fitted on to tell it how long to train (e.g. the rounds
+    # LightGBM's early stopping kept); what it records of that fit in ``refit_info`` (a dict) goes into
+    # metrics.json. See refit_test.
 
 
 def pred_frame(ids: np.ndarray, pred: np.ndarray, class_names: Sequence[str]) -> pd.DataFrame:
@@ -172,7 +183,8 @@ def run_cv(model: CVModel, *, comp: str, source: str, out_dir: Path, y: np.ndarr
     write_json(state_path, {"key": cv_key, "model": model.name})
 
     todo = list(range(n_folds)) if only_folds is None else list(only_folds)
-    together = test_ids is not None and hasattr(model, "predict_test_folds")
+    refit = test_ids is not None and refits(model)
+    together = test_ids is not None and not refit and hasattr(model, "predict_test_folds")
     for k in todo:
         ckpt = folds_dir / f"fold_{k}.npz"
         if ckpt.exists() and not fold_checkpoint_readable(ckpt):
@@ -182,7 +194,7 @@ def run_cv(model: CVModel, *, comp: str, source: str, out_dir: Path, y: np.ndarr
         if ckpt.exists():
             log.info("%s fold %d/%d: done in an earlier run, resuming after it", model.name, k + 1, n_folds)
             continue
-        train_idx = np.flatnonzero((folds != k) if exclude is None else (folds != k) & ~exclude[:, k])
+        train_idx = fold_train_idx(folds, exclude, k)
         valid_idx = np.flatnonzero(folds == k)
         fold_dir = folds_dir / f"fold_{k}"
         fold_dir.mkdir(parents=True, exist_ok=True)
@@ -194,7 +206,7 @@ def run_cv(model: CVModel, *, comp: str, source: str, out_dir: Path, y: np.ndarr
         fit_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         valid_pred = np.asarray(model.predict_valid(fitted, valid_idx))
-        test_pred = model.predict_test(fitted) if test_ids is not None and not together else None
+        test_pred = model.predict_test(fitted) if test_ids is not None and not together and not refit else None
         predict_s = time.perf_counter() - t0
         model.save(fitted, fold_dir)
         history = getattr(model, "history", None) or {}
@@ -216,6 +228,9 @@ def run_cv(model: CVModel, *, comp: str, source: str, out_dir: Path, y: np.ndarr
     if len(done) < n_folds:
         log.info("%s: %d of %d folds done; run again to finish", model.name, len(done), n_folds)
         return {"complete": False, "folds_done": done}
+    if refit:
+        refit_test(model, folds_dir, np.arange(len(y)), [len(fold_train_idx(folds, exclude, k)) for k in range(n_folds)],
+                   seed)
     return finish_cv(model, comp=comp, source=source, out_dir=out_dir, y=y, folds=folds, train_ids=train_ids,
                      test_ids=test_ids, task=task, seed=seed, inputs=inputs, started=started)
 
@@ -245,6 +260,67 @@ def predict_test_together(model, folds_dir: Path, n_folds: int) -> None:
         arrays["predict_s"] = np.float64(float(arrays["predict_s"]) + share_s)
         save_npz(folds_dir / f"fold_{k}.npz", **arrays, test_pred=np.asarray(pred))
     log.info("%s: test predictions done in %.1fs", model.name, share_s * len(pending))
+
+
+def refits(model) -> bool:
+    """True when ``model`` takes its test predictions from a model fitted on every train row (``test_from``)."""
+    if getattr(model, "test_from", "folds") != "refit":
+        return False
+    if not (hasattr(model, "fit_all") and hasattr(model, "load")):
+        from pipelines.common.log import StageError
+
+        raise StageError(f"{model.name} cannot refit on every train row (it has no fit_all): leave its test "
+                         "predictions to the fold models")
+    return True
+
+
+def fold_train_idx(folds: np.ndarray, exclude: np.ndarray | None, k: int) -> np.ndarray:
+    """The rows fold ``k``'s model is fitted on."""
+    return np.flatnonzero((folds != k) if exclude is None else (folds != k) & ~exclude[:, k])
+
+
+def refit_test(model, folds_dir: Path, train_idx: np.ndarray, fold_rows: list[int], seed: int) -> None:
+    """Fit ``model`` on every train row once its folds are done, and predict the test set with it alone.
+
+    The fold models (loaded from what ``save`` wrote) and the rows each was fitted on (``fold_rows``) tell
+    ``fit_all`` how long to train. The refitted model is
+    saved in ``folds/refit/`` and its test predictions, seconds and ``refit_info`` in ``folds/refit.npz``, which
+    finish_cv reads; a rerun after an interruption before that file fits it again (the folds are kept).
+    """
+    ckpt = folds_dir / REFIT
+    if ckpt.exists() and refit_checkpoint_readable(ckpt):
+        log.info("%s: refit on every train row done in an earlier run, resuming after it", model.name)
+        return
+    if ckpt.exists():
+        log.warning("%s: %s is damaged; refitting on every train row", model.name, ckpt)
+    out = folds_dir / "refit"
+    out.mkdir(parents=True, exist_ok=True)
+    fold_models = [model.load(folds_dir / f"fold_{k}") for k in range(len(fold_rows))]
+    set_global_seed(seed + len(fold_rows))
+    log.info("%s: refit on every train row (%d) for the test predictions", model.name, len(train_idx))
+    t0 = time.perf_counter()
+    fitted = model.fit_all(train_idx, fold_models, fold_rows, out)
+    fit_s = time.perf_counter() - t0
+    del fold_models
+    t0 = time.perf_counter()
+    test_pred = np.asarray(model.predict_test(fitted))
+    predict_s = time.perf_counter() - t0
+    model.save(fitted, out)
+    info = dict(getattr(model, "refit_info", None) or {})
+    save_npz(ckpt, test_pred=test_pred, fit_s=np.float64(fit_s), predict_s=np.float64(predict_s),
+             info=np.array(json.dumps(info)))
+    log.info("%s: refit %.1fs, test predictions %.1fs%s", model.name, fit_s, predict_s,
+             f" ({json.dumps(info)})" if info else "")
+
+
+def refit_checkpoint_readable(path: Path) -> bool:
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {"test_pred", "fit_s", "predict_s", "info"} <= set(z.files)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError):
+        return False
 
 
 def check_fit_exclude(fit_exclude, n_rows: int, n_folds: int) -> np.ndarray | None:
@@ -290,7 +366,18 @@ def finish_cv(model, *, comp, source, out_dir, y, folds, train_ids, test_ids, ta
             predict_s.append(float(z["predict_s"]))
             histories[str(k)] = json.loads(str(z["history"]))
         per_fold.append(task.score(y[valid_idx], valid_pred))
-    if 0 < n_test_folds < n_folds:  # some fold checkpoints without test predictions: never average fewer
+    refit = None
+    if test_ids is not None and refits(model):
+        refit_path = out_dir / "folds" / REFIT
+        if not refit_checkpoint_readable(refit_path):
+            from pipelines.common.log import StageError
+
+            raise StageError(f"{model.name}: {refit_path} is missing or damaged; run the same command again to refit")
+        with np.load(refit_path, allow_pickle=False) as z:
+            test_sum = z["test_pred"].astype(np.float64)  # the refitted model's alone
+            refit = {"fit_seconds": float(z["fit_s"]), "predict_seconds": float(z["predict_s"]),
+                     **json.loads(str(z["info"]))}
+    elif 0 < n_test_folds < n_folds:  # some fold checkpoints without test predictions: never average fewer
         from pipelines.common.log import StageError
 
         raise StageError(f"{model.name}: {n_folds - n_test_folds} fold checkpoint(s) in {out_dir / 'folds'} lack "
@@ -307,7 +394,8 @@ def finish_cv(model, *, comp, source, out_dir, y, folds, train_ids, test_ids, ta
     oof_df.insert(2, task.label_column, y)
     write_parquet(out_dir / "oof.parquet", oof_df)
     if test_sum is not None:
-        write_parquet(out_dir / "test.parquet", pred_frame(test_ids, test_sum / n_folds, task.pred_columns))
+        write_parquet(out_dir / "test.parquet", pred_frame(test_ids, test_sum / n_folds if refit is None else test_sum,
+                                                           task.pred_columns))
 
     overall = task.score(y, oof)
     fold_ll = [f["log_loss"] for f in per_fold]
@@ -320,6 +408,8 @@ def finish_cv(model, *, comp, source, out_dir, y, folds, train_ids, test_ids, ta
         "folds": per_fold,
         "fit_seconds": float(np.sum(fit_s)), "predict_seconds": float(np.sum(predict_s)),
         "fit_seconds_per_fold": fit_s, "predict_seconds_per_fold": predict_s,
+        **({"test_from": "refit", "refit": refit} if refit is not None else
+           {"test_from": "folds"} if test_sum is not None else {}),
     }
     write_json(out_dir / "metrics.json", metrics)
     write_json(out_dir / "params.json", {"model": model.name, "params": model.params, "seed": seed})

@@ -9,7 +9,9 @@ The defaults suit both the ~10k-row real sample and the 404k Kaggle train set: a
 rate with early stopping picks the number of trees, and ``min_data_in_leaf`` grows with the data
 (``auto``: ~0.1% of the rows, at least 20) so small data do not overfit in leaves of a few rows.
 The learning rate and ``max_bin`` were chosen for speed at Kaggle size with the CV log loss on the real
-rows kept (BENCHMARKS.md, section lgbm-defaults).
+rows kept (BENCHMARKS.md, section lgbm-defaults), and 63 leaves rather than 31 because early stopping keeps
+fewer of the larger trees for the same CV log loss on the real rows, and at Kaggle size LightGBM's time is
+its rounds: fitted, then predicted on the 2.3M test pairs (section lgbm-leaves).
 
 Besides the pair features, the trees get the 2,000 most used columns (``--lgbm-bow-columns``; 0
 for the pair features alone) of the word TF-IDF pair blocks |q1 - q2| and q1 * q2 (sparse), so they
@@ -19,6 +21,13 @@ use them (no labels involved).
 Threads: ``config.n_workers()``, but one thread per 20,000 train rows at most: on small data
 LightGBM's OpenMP threads cost more than they gain. The count is recorded in the parameters because the
 floating-point summation order, hence the last digits of the model, depend on it.
+
+Test predictions: by default every fold model predicts the test set and test.parquet is their average. With
+``--lgbm-test-from refit`` one more model is fitted on every train row once the folds are done, for the fold
+models' mean kept rounds times the rows ratio (all rows over a fold's train rows: early stopping keeps more
+rounds on more rows, BENCHMARKS.md section lgbm-rounds), and it alone predicts the test set: the test set is
+predicted once instead of once per fold, which at Kaggle size is most of the stage's time, at the cost of
+the fold models' averaging (BENCHMARKS.md, section lgbm-refit, has both on the real rows).
 
 Device: ``--lgbm-device cpu`` (default) or ``gpu`` (LightGBM's OpenCL GPU learner,
 ``device_type=gpu``; pipelines/common/device.py checks before the first fold that it can run).
@@ -47,7 +56,7 @@ class LgbmOptions:
 
     learning_rate: float = option(0.03, "shrinkage per boosting round", flag="--lgbm-learning-rate",
                                   space=("float", 0.005, 0.1, "log"))
-    num_leaves: int = option(31, "leaves per tree", flag="--lgbm-num-leaves", space=("int", 15, 255))
+    num_leaves: int = option(63, "leaves per tree", flag="--lgbm-num-leaves", space=("int", 15, 255))
     min_data_in_leaf: int | None = option(None, "rows per leaf at least (default: 0.1% of the train rows, at "
                                           "least 20)", flag="--lgbm-min-data-in-leaf", space=("int", 20, 400))
     feature_fraction: float = option(0.7, "columns sampled per tree", flag="--lgbm-feature-fraction",
@@ -62,6 +71,9 @@ class LgbmOptions:
                               "(0: the pair features alone)", flag="--lgbm-bow-columns")
     device: str = option("cpu", "cpu, or gpu: LightGBM's OpenCL GPU learner (needs the GPU's OpenCL driver)",
                          flag="--lgbm-device", choices=("cpu", "gpu"))
+    test_from: str = option("folds", "test predictions: folds, the fold models' average; or refit, one model fitted "
+                            "on every train row for the folds' mean kept rounds x the rows ratio (predicts the test "
+                            "set once instead of once a fold)", flag="--lgbm-test-from", choices=("folds", "refit"))
 
 
 _OPTION_DEFAULTS = {f.name: f.default for f in dataclasses.fields(LgbmOptions)}
@@ -89,7 +101,8 @@ def lgb_feature_names(columns) -> list[str]:
 class LgbmModel:
     name = "lgbm"
 
-    def __init__(self, data: QuoraFeatures, seed: int = 42, device: str = _OPTION_DEFAULTS["device"], **overrides):
+    def __init__(self, data: QuoraFeatures, seed: int = 42, device: str = _OPTION_DEFAULTS["device"],
+                 test_from: str = _OPTION_DEFAULTS["test_from"], **overrides):
         from pipelines.common.device import check_lightgbm_device, lightgbm_params
 
         self.data = data
@@ -104,6 +117,10 @@ class LgbmModel:
         if device != "cpu":  # a GPU's trees differ in the last digits: part of the parameters (the CPU's are not
             self.params["device"] = device  # written, so runs from before this option keep their parameters)
         self.device = {"kind": device, "framework": "lightgbm"}
+        self.test_from = test_from  # the CV engine's: "refit" calls fit_all once the folds are done
+        if test_from != "folds":  # other test predictions: part of the parameters (written only then, as device)
+            self.params["test_from"] = test_from
+        self.refit_info = None
         self._x_train = None
         self._dense = {}  # part -> float32 (n, n_features) pair features
         self._bow_keep = None
@@ -179,15 +196,16 @@ class LgbmModel:
             "num_threads": p["num_threads"], "verbosity": -1, **self._device_params,
         }
 
+    def _train_set(self, lgb, rows: np.ndarray):
+        names = lgb_feature_names(self.params["features"])
+        names += [f"bow_{j}" for j in range(self.x_train.shape[1] - len(names))]
+        return lgb.Dataset(self.x_train[rows], label=self.data.labels[rows], feature_name=names, free_raw_data=True)
+
     def fit(self, fold: int, train_idx: np.ndarray, valid_idx: np.ndarray, fold_dir: Path):
         import lightgbm as lgb
 
-        names = lgb_feature_names(self.params["features"])
-        names += [f"bow_{j}" for j in range(self.x_train.shape[1] - len(names))]
-        y = self.data.labels
-        train_set = lgb.Dataset(self.x_train[train_idx], label=y[train_idx], feature_name=names,
-                                free_raw_data=True)
-        valid_set = lgb.Dataset(self.x_train[valid_idx], label=y[valid_idx], reference=train_set)
+        train_set = self._train_set(lgb, train_idx)
+        valid_set = lgb.Dataset(self.x_train[valid_idx], label=self.data.labels[valid_idx], reference=train_set)
         booster = lgb.train(
             self.lgb_params(), train_set, num_boost_round=self.params["num_boost_round"],
             valid_sets=[valid_set], valid_names=["valid"],
@@ -199,6 +217,19 @@ class LgbmModel:
         else:  # best_iteration stays 0: predict and save then use every round
             log.info("lgbm fold %d: %d rounds (no early stopping)", fold + 1, booster.current_iteration())
         return booster
+
+    def fit_all(self, train_idx: np.ndarray, fold_models: list, fold_rows: list[int], out_dir: Path):
+        """One booster on every row of ``train_idx`` (the engine's refit), for the fold models' mean kept rounds
+        times the rows ratio (``train_idx`` over the fold models' mean train rows); no validation part, hence no
+        early stopping."""
+        import lightgbm as lgb
+
+        kept = [int(m.current_iteration()) for m in fold_models]  # load() reads the saved, kept rounds only
+        rounds = max(1, int(round(np.mean(kept) * len(train_idx) / np.mean(fold_rows))))
+        self.refit_info = {"rounds": rounds, "fold_rounds": kept, "rows": int(len(train_idx))}
+        log.info("lgbm refit: %d rounds on %d rows (the folds kept %s)", rounds, len(train_idx), kept)
+        return lgb.train(self.lgb_params(), self._train_set(lgb, train_idx), num_boost_round=rounds,
+                         callbacks=[lgb.log_evaluation(period=500)])
 
     def _callbacks(self, lgb) -> list:
         callbacks = [lgb.log_evaluation(period=500)]
@@ -235,7 +266,8 @@ class LgbmModel:
 
 def build(data, options: LgbmOptions, ctx) -> LgbmModel:
     fields = dataclasses.asdict(options)
-    return LgbmModel(data.features, seed=ctx.seed, device=fields.pop("device"), **fields)
+    return LgbmModel(data.features, seed=ctx.seed, device=fields.pop("device"), test_from=fields.pop("test_from"),
+                     **fields)
 
 
 SPEC = ModelSpec(name="lgbm", options=LgbmOptions, build=build, group="LightGBM (lgbm)",
