@@ -81,6 +81,7 @@ def parse_args(argv):
     p.add_argument("--n-train", type=int, default=None, help="fewer train pairs than Kaggle's (a quick check)")
     p.add_argument("--n-test", type=int, default=None, help="fewer test pairs than Kaggle's (a quick check)")
     p.add_argument("--no-report", action="store_true", help="print, do not write BENCHMARKS.md")
+    p.add_argument("--section", default="quora-kaggle-pipeline", help="the BENCHMARKS.md section it writes")
     return p.parse_args(argv)
 
 
@@ -133,6 +134,11 @@ def fold_seconds(root: Path, model: str) -> str:
     return text
 
 
+def lgbm_leaves(root: Path) -> str:
+    found = list((root / "models" / "quora").glob("*/lgbm/*/params.json"))
+    return str(json.loads(found[0].read_text())["params"]["num_leaves"]) if found else "?"
+
+
 def submission_rows(root: Path) -> tuple[str, int]:
     csvs = sorted((root / "submissions" / "quora").glob("*.csv"), key=lambda p: p.stat().st_mtime_ns)
     if not csvs:
@@ -158,7 +164,7 @@ def report(results: dict, ref: dict, root: Path, raw: Path, args, csv: tuple[str
     head = (f"Raw data `{raw}` (the Kaggle-size files of `python -m benchmarks quora_features`: Kaggle's columns and "
             f"row counts, synthetic labels, so the scores mean nothing and only the figures below count). Every stage "
             f"ran fresh as its own process in the project root `{root}`, all 5 folds of each model; "
-            f"LightGBM {args.lgbm_rounds} rounds without early stopping ("
+            f"LightGBM ({lgbm_leaves(root)} leaves) {args.lgbm_rounds} rounds without early stopping ("
             + ("its test predictions the fold models' average" if args.lgbm_test_from == "folds" else
                "`--lgbm-test-from refit`: its test predictions from one booster fitted on every train row for the "
                "folds' rounds x the rows ratio") + f"), {args.model_nn} {args.nn_epochs} epochs a "
@@ -199,7 +205,7 @@ def main(argv: list[str]) -> int:
     if not args.no_report and not (args.n_train or args.n_test):
         from benchmarks.report import update_section
 
-        update_section("quora-kaggle-pipeline", body, ("python -m benchmarks kaggle_pipeline " + " ".join(argv)).strip())
+        update_section(args.section, body, ("python -m benchmarks kaggle_pipeline " + " ".join(argv)).strip())
     return 0
 
 
