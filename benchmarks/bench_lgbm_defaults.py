@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.report import update_section
-from benchmarks.shared import SHARED_DATA, quora_features
+from benchmarks.shared import SHARED_DATA, child_result, print_result, quora_features
 from pipelines import config
 
 # (label, train options, LightGBM parameters put over the model's); the first is the baseline every
@@ -44,7 +43,6 @@ SETTINGS = [
     ("learning rate 0.03, max_bin 63, row-wise histograms", [], ROW_WISE),
     ("**today's defaults** (learning rate 0.03, max_bin 63, column-wise histograms)", [], {}),
 ]
-RESULT_TAG = "BENCH_RESULT "
 
 
 @contextlib.contextmanager
@@ -110,7 +108,7 @@ def child(features_dir: str, rounds: int, opts: list[str], extra: dict) -> None:
     out = {"design_s": design_s, "fit_s": time.perf_counter() - t1, "fit_cpu_s": time.process_time() - c1,
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
            "n_rows": int(len(train_idx)), "n_columns": int(model.x_train.shape[1])}
-    print(RESULT_TAG + json.dumps(out), flush=True)
+    print_result(out)
 
 
 def speed(features_dir: str, rounds: int) -> list[str]:
@@ -118,14 +116,9 @@ def speed(features_dir: str, rounds: int) -> list[str]:
             "|---|---:|---:|---:|---:|"]
     results = []
     for name, opts, extra in SETTINGS:
-        proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_lgbm_defaults", f"--child={features_dir}",
-                               f"--rounds={rounds}", f"--child-opts={json.dumps(opts)}",
-                               f"--child-params={json.dumps(extra)}"],
-                              cwd=config.ROOT, stdout=subprocess.PIPE, text=True)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]
-        if proc.returncode or not lines:
-            raise RuntimeError(f"{name}: the child failed (exit {proc.returncode})")
-        r = json.loads(lines[-1][len(RESULT_TAG):])
+        r = child_result([sys.executable, "-m", "benchmarks.bench_lgbm_defaults", f"--child={features_dir}",
+                          f"--rounds={rounds}", f"--child-opts={json.dumps(opts)}",
+                          f"--child-params={json.dumps(extra)}"], name)
         results.append(r)
         rows.append(f"| {name} | {r['fit_s']:.1f} | {r['fit_cpu_s']:.1f} | {r['fit_s'] / rounds:.3f} | "
                     f"{r['peak_rss_mb']:.0f} |")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,10 +30,9 @@ import numpy as np
 
 from benchmarks.bench_lgbm_rounds import KAGGLE_FOLD_TRAIN, extrapolate, kept_rounds
 from benchmarks.report import update_section
-from benchmarks.shared import SHARED_DATA, quora_features
+from benchmarks.shared import SHARED_DATA, child_result, print_result, quora_features
 from pipelines import config
 
-RESULT_TAG = "BENCH_RESULT "
 FRACTIONS = [0.125, 0.25, 0.5, 1.0]
 
 
@@ -90,10 +88,8 @@ def child(features_dir: str, rounds: int, n_leaves: int) -> None:
     t0 = time.perf_counter()
     model.predict_test_folds([booster])
     predict_s = time.perf_counter() - t0
-    print(RESULT_TAG + json.dumps({"fit_s": fit_s, "fit_cpu_s": fit_cpu_s, "predict_s": predict_s,
-                                   "n_test": int(len(data.ids_test)),
-                                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}),
-          flush=True)
+    print_result({"fit_s": fit_s, "fit_cpu_s": fit_cpu_s, "predict_s": predict_s, "n_test": int(len(data.ids_test)),
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
 
 
 def speed(features_dir: str, rounds: int, leaves: list[int], at_kaggle: dict[int, float]) -> list[str]:
@@ -101,13 +97,8 @@ def speed(features_dir: str, rounds: int, leaves: list[int], at_kaggle: dict[int
             "peak RSS MB | LightGBM stage at the rounds of (1): 5 x rounds x (fit + predict) per round |",
             "|---:|---:|---:|---:|---:|---:|---:|"]
     for n_leaves in leaves:
-        proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_lgbm_leaves", f"--child={features_dir}",
-                               f"--rounds={rounds}", f"--leaves={n_leaves}"], cwd=config.ROOT,
-                              stdout=subprocess.PIPE, text=True)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]
-        if proc.returncode or not lines:
-            raise RuntimeError(f"{n_leaves} leaves: the child failed (exit {proc.returncode})")
-        r = json.loads(lines[-1][len(RESULT_TAG):])
+        r = child_result([sys.executable, "-m", "benchmarks.bench_lgbm_leaves", f"--child={features_dir}",
+                          f"--rounds={rounds}", f"--leaves={n_leaves}"], f"{n_leaves} leaves")
         per_round = (r["fit_s"] + r["predict_s"]) / rounds
         stage = (f"{5 * at_kaggle[n_leaves] * per_round / 60:.1f} min at {at_kaggle[n_leaves]:,.0f} rounds"
                  if n_leaves in at_kaggle else "")

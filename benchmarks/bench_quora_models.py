@@ -35,7 +35,6 @@ import logging
 import os
 import resource
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,12 +42,11 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.report import peak_rss_mb, update_section
-from benchmarks.shared import SHARED_DATA
+from benchmarks.shared import RESULT_TAG, SHARED_DATA, child_result, print_result
 from pipelines import config
 
 log = logging.getLogger(__name__)
 REAL_SOURCE = "local-quora"
-RESULT_TAG = "BENCH_RESULT "
 TARGET_BLEND = 0.365
 
 
@@ -139,7 +137,7 @@ def child_main(args) -> int:
     from pipelines.common.io import write_json
 
     write_json(out_dir / "bench_result.json", out)  # for `--reuse`: the report without refitting
-    print(RESULT_TAG + json.dumps(out), flush=True)
+    print_result(out)
     return 0
 
 
@@ -151,11 +149,7 @@ def run_child(model: str, features_dir: Path, out_dir: Path, source: str, extra:
     if only_fold:
         cmd.append("--only-fold")
     log.info("benchmark: %s", " ".join(cmd))
-    proc = subprocess.run(cmd, cwd=config.ROOT, stdout=subprocess.PIPE, text=True)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"{model} failed (exit {proc.returncode}); run the command above to see why")
-    return json.loads(lines[-1][len(RESULT_TAG):])
+    return child_result(cmd, model)
 
 
 # ----- (1) quality on the real rows ---------------------------------------------------------------------
@@ -435,11 +429,7 @@ with tempfile.TemporaryDirectory() as tmp:
 wall = time.perf_counter() - t0
 print({RESULT_TAG!r} + json.dumps({{"wall_s": wall, "peak_rss_mb": peak_rss_mb(), "csv_mb": mb}}), flush=True)
 """
-    proc = subprocess.run([sys.executable, "-c", code], cwd=config.ROOT, stdout=subprocess.PIPE, text=True)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"blend timing failed (exit {proc.returncode})")
-    r = json.loads(lines[-1][len(RESULT_TAG):])
+    r = child_result([sys.executable, "-c", code], "blend timing")
     return r["wall_s"], r["peak_rss_mb"], r["csv_mb"]
 
 

@@ -94,3 +94,26 @@ def bag_line(model: str, metrics: dict, wall_s: float) -> str:
     return (f"- {model}: the bag of {len(members)} seeds {metrics['log_loss']:.4f} against its seeds "
             f"{', '.join(f'{v:.4f}' for v in members.values())} (mean {sum(members.values()) / len(members):.4f}); "
             f"the seeds and the bag took {wall_s / 60:.0f} min")
+
+
+RESULT_TAG = "BENCH_RESULT "  # a child process's result line: the tag, then JSON
+
+
+def print_result(result: dict) -> None:
+    """A child process's result, as the line ``child_result`` reads."""
+    import json
+
+    print(RESULT_TAG + json.dumps(result), flush=True)
+
+
+def child_result(cmd: list[str], what: str) -> dict:
+    """Run the child process ``cmd`` (from the repository root) and return its last result line; a failure or a
+    missing line is a RuntimeError naming ``what``."""
+    import json
+    import subprocess
+
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}")
+    return json.loads(lines[-1][len(RESULT_TAG):])
