@@ -10,8 +10,8 @@ rate with early stopping picks the number of trees, and ``min_data_in_leaf`` gro
 (``auto``: ~0.1% of the rows, at least 20) so small data do not overfit in leaves of a few rows.
 The learning rate and ``max_bin`` were chosen for speed at Kaggle size with the CV log loss on the real
 rows kept (BENCHMARKS.md, section lgbm-defaults), and 63 leaves rather than 31 because early stopping keeps
-fewer of the larger trees for the same CV log loss on the real rows, and at Kaggle size LightGBM's time is
-its rounds: fitted, then predicted on the 2.3M test pairs (section lgbm-leaves).
+enough fewer of the larger trees, for the same CV log loss on the real rows, to outweigh what each costs more
+to fit and to predict the 2.3M test pairs with at Kaggle size (section lgbm-leaves).
 
 Besides the pair features, the trees get the 2,000 most used columns (``--lgbm-bow-columns``; 0
 for the pair features alone) of the word TF-IDF pair blocks |q1 - q2| and q1 * q2 (sparse), so they
