@@ -271,18 +271,19 @@ def test_lgbm_without_early_stopping_runs_every_round(features):
 
 
 def test_lgbm_refit_predicts_the_test_set_with_one_booster_of_every_train_row(features):
-    """``--lgbm-test-from refit``: the folds as always, then one booster on all 300 train rows for the folds' mean
-    kept rounds x 300/200 (3 folds), which alone makes test.parquet; another run than the default one."""
+    """By default (``--lgbm-test-from refit``): the folds as always, then one booster on all 300 train rows for the
+    folds' mean kept rounds x 300/200 (3 folds), which alone makes test.parquet; ``--lgbm-test-from folds``, the
+    fold models' average, is another run."""
     import lightgbm as lgb
 
     train.main(train_args("--model", "lgbm"))
-    folds_run = run_of("quora", "sample", "lgbm")
-    train.main(train_args("--model", "lgbm", "--lgbm-test-from", "refit"))
-    runs = {p.name: p for p in (folds_run.parent).iterdir() if p.is_dir()}
-    refit_run = next(p for name, p in runs.items() if name.startswith("test_from=refit"))
+    refit_run = run_of("quora", "sample", "lgbm")
+    train.main(train_args("--model", "lgbm", "--lgbm-test-from", "folds"))
+    folds_run = next(p for p in refit_run.parent.iterdir() if p.name.startswith("test_from=folds"))
     metrics = json.loads((refit_run / "metrics.json").read_text())
-    kept = [lgb.Booster(model_file=str(folds_run / "folds" / f"fold_{k}" / "model.txt")).num_trees() for k in range(3)]
-    assert metrics["refit"]["fold_rounds"] == kept and metrics["refit"]["rounds"] == round(np.mean(kept) * 1.5)
+    kept = [lgb.Booster(model_file=str(refit_run / "folds" / f"fold_{k}" / "model.txt")).num_trees() for k in range(3)]
+    assert metrics["test_from"] == "refit" and metrics["refit"]["fold_rounds"] == kept
+    assert metrics["refit"]["rounds"] == round(np.mean(kept) * 1.5)
     booster = lgb.Booster(model_file=str(refit_run / "folds" / "refit" / "model.txt"))
     assert booster.num_trees() == metrics["refit"]["rounds"]
     assert (refit_run / "oof.parquet").read_bytes() == (folds_run / "oof.parquet").read_bytes()
@@ -292,9 +293,11 @@ def test_lgbm_refit_predicts_the_test_set_with_one_booster_of_every_train_row(fe
 
     model = LgbmModel(QuoraFeatures(config.features_dir("quora", "sample")))
     assert np.allclose(test["is_duplicate"], model.predict_test(booster))
-    assert not np.allclose(test["is_duplicate"], pd.read_parquet(folds_run / "test.parquet")["is_duplicate"])
-    assert json.loads((refit_run / "params.json").read_text())["params"]["test_from"] == "refit"
-    assert "test_from" not in json.loads((folds_run / "params.json").read_text())["params"]
+    fold_average = np.mean([model.predict_test(lgb.Booster(model_file=str(folds_run / "folds" / f"fold_{k}" /
+                                                                           "model.txt"))) for k in range(3)], axis=0)
+    assert np.allclose(pd.read_parquet(folds_run / "test.parquet")["is_duplicate"], fold_average)
+    assert not np.allclose(test["is_duplicate"], fold_average)
+    assert json.loads((folds_run / "metrics.json").read_text())["test_from"] == "folds"
 
 
 def test_lgbm_predicts_the_test_set_block_by_block(features, monkeypatch):

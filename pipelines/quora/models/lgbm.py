@@ -22,12 +22,14 @@ Threads: ``config.n_workers()``, but one thread per 20,000 train rows at most: o
 LightGBM's OpenMP threads cost more than they gain. The count is recorded in the parameters because the
 floating-point summation order, hence the last digits of the model, depend on it.
 
-Test predictions: by default every fold model predicts the test set and test.parquet is their average. With
-``--lgbm-test-from refit`` one more model is fitted on every train row once the folds are done, for the fold
+Test predictions: once the folds are done, one more booster is fitted on every train row, for the fold
 models' mean kept rounds times the rows ratio (all rows over a fold's train rows: early stopping keeps more
-rounds on more rows, BENCHMARKS.md section lgbm-rounds), and it alone predicts the test set: the test set is
-predicted once instead of once per fold, which at Kaggle size is most of the stage's time, at the cost of
-the fold models' averaging (BENCHMARKS.md, section lgbm-refit, has both on the real rows).
+rounds on more rows, BENCHMARKS.md section lgbm-rounds), and it alone predicts the test set (the CV engine's
+refit): the test set is predicted once instead of once per fold, which at Kaggle size is most of the stage's
+time. On the real rows, with each fold standing in for the test set, its predictions score as the fold models'
+average does within the spread of the draws (section lgbm-refit). ``--lgbm-test-from folds``: every fold model
+predicts the test set and test.parquet is their average. The out-of-fold predictions and the CV score are the
+folds' either way.
 
 Device: ``--lgbm-device cpu`` (default) or ``gpu`` (LightGBM's OpenCL GPU learner,
 ``device_type=gpu``; pipelines/common/device.py checks before the first fold that it can run).
@@ -71,9 +73,9 @@ class LgbmOptions:
                               "(0: the pair features alone)", flag="--lgbm-bow-columns")
     device: str = option("cpu", "cpu, or gpu: LightGBM's OpenCL GPU learner (needs the GPU's OpenCL driver)",
                          flag="--lgbm-device", choices=("cpu", "gpu"))
-    test_from: str = option("folds", "test predictions: folds, the fold models' average; or refit, one model fitted "
-                            "on every train row for the folds' mean kept rounds x the rows ratio (predicts the test "
-                            "set once instead of once a fold)", flag="--lgbm-test-from", choices=("folds", "refit"))
+    test_from: str = option("refit", "test predictions: refit, one model fitted on every train row for the folds' mean "
+                            "kept rounds x the rows ratio (the test set predicted once, not once a fold); or folds, "
+                            "the fold models' average", flag="--lgbm-test-from", choices=("refit", "folds"))
 
 
 _OPTION_DEFAULTS = {f.name: f.default for f in dataclasses.fields(LgbmOptions)}
@@ -118,8 +120,7 @@ class LgbmModel:
             self.params["device"] = device  # written, so runs from before this option keep their parameters)
         self.device = {"kind": device, "framework": "lightgbm"}
         self.test_from = test_from  # the CV engine's: "refit" calls fit_all once the folds are done
-        if test_from != "folds":  # other test predictions: part of the parameters (written only then, as device)
-            self.params["test_from"] = test_from
+        self.params["test_from"] = test_from  # other test predictions, another run
         self.refit_info = None
         self._x_train = None
         self._dense = {}  # part -> float32 (n, n_features) pair features
