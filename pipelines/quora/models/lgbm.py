@@ -9,9 +9,9 @@ The defaults suit both the ~10k-row real sample and the 404k Kaggle train set: a
 rate with early stopping picks the number of trees, and ``min_data_in_leaf`` grows with the data
 (``auto``: ~0.1% of the rows, at least 20) so small data do not overfit in leaves of a few rows.
 The learning rate and ``max_bin`` were chosen for speed at Kaggle size with the CV log loss on the real
-rows kept (BENCHMARKS.md, section lgbm-defaults), and 63 leaves rather than 31 because early stopping keeps
-enough fewer of the larger trees, for the same CV log loss on the real rows, to outweigh what each costs more
-to fit and to predict the 2.3M test pairs with at Kaggle size (section lgbm-leaves).
+rows kept (BENCHMARKS.md, section lgbm-defaults), and 63 leaves rather than 31: for the same CV log loss on
+the real rows early stopping keeps fewer of the larger trees, which at Kaggle size, where each costs more to
+fit and more still to predict with, comes to a little less time with the refit below (section lgbm-leaves).
 
 Besides the pair features, the trees get the 2,000 most used columns (``--lgbm-bow-columns``; 0
 for the pair features alone) of the word TF-IDF pair blocks |q1 - q2| and q1 * q2 (sparse), so they
