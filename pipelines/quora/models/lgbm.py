@@ -25,8 +25,8 @@ floating-point summation order, hence the last digits of the model, depend on it
 Test predictions: once the folds are done, one more booster is fitted on every train row, for the fold
 models' mean kept rounds times the rows ratio (all rows over a fold's train rows: early stopping keeps more
 rounds on more rows, BENCHMARKS.md section lgbm-rounds), and it alone predicts the test set (the CV engine's
-refit): the test set is predicted once instead of once per fold, which at Kaggle size is most of the stage's
-time. On the real rows, with each fold standing in for the test set, its predictions score as the fold models'
+refit): the test set is predicted once instead of once per fold, which at Kaggle size was about half of the
+stage's time. On the real rows, with each fold standing in for the test set, its predictions score as the fold models'
 average does within the spread of the draws (section lgbm-refit). ``--lgbm-test-from folds``: every fold model
 predicts the test set and test.parquet is their average. The out-of-fold predictions and the CV score are the
 folds' either way.
@@ -229,8 +229,7 @@ class LgbmModel:
         rounds = max(1, int(round(np.mean(kept) * len(train_idx) / np.mean(fold_rows))))
         self.refit_info = {"rounds": rounds, "fold_rounds": kept, "rows": int(len(train_idx))}
         log.info("lgbm refit: %d rounds on %d rows (the folds kept %s)", rounds, len(train_idx), kept)
-        return lgb.train(self.lgb_params(), self._train_set(lgb, train_idx), num_boost_round=rounds,
-                         callbacks=[lgb.log_evaluation(period=500)])
+        return lgb.train(self.lgb_params(), self._train_set(lgb, train_idx), num_boost_round=rounds)
 
     def _callbacks(self, lgb) -> list:
         callbacks = [lgb.log_evaluation(period=500)]
