@@ -314,13 +314,9 @@ def refit_test(model, folds_dir: Path, train_idx: np.ndarray, fold_rows: list[in
 
 
 def refit_checkpoint_readable(path: Path) -> bool:
-    import zipfile
-
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {"test_pred", "fit_s", "predict_s", "info"} <= set(z.files)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError):
-        return False
+    """True when the refit's checkpoint opens and holds its test predictions, seconds and info."""
+    arrays = _checkpoint_arrays(path)
+    return arrays is not None and {"test_pred", "fit_s", "predict_s", "info"} <= set(arrays)
 
 
 def check_fit_exclude(fit_exclude, n_rows: int, n_folds: int) -> np.ndarray | None:
@@ -333,15 +329,22 @@ def check_fit_exclude(fit_exclude, n_rows: int, n_folds: int) -> np.ndarray | No
     return exclude if exclude.any() else None
 
 
-def fold_checkpoint_readable(path: Path) -> bool:
-    """True when a fold checkpoint opens and holds its predictions (a truncated .npz does not)."""
+def _checkpoint_arrays(path: Path) -> dict | None:
+    """{name: shape} of a checkpoint's arrays, or None when it does not open (a truncated .npz)."""
     import zipfile
 
     try:
         with np.load(path, allow_pickle=False) as z:
-            return "valid_idx" in z.files and "valid_pred" in z.files and len(z["valid_idx"]) == len(z["valid_pred"])
+            return {name: z[name].shape for name in z.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError):
-        return False
+        return None
+
+
+def fold_checkpoint_readable(path: Path) -> bool:
+    """True when a fold checkpoint opens and holds its predictions (a truncated .npz does not)."""
+    arrays = _checkpoint_arrays(path)
+    return (arrays is not None and {"valid_idx", "valid_pred"} <= set(arrays)
+            and arrays["valid_idx"][0] == arrays["valid_pred"][0])
 
 
 def finish_cv(model, *, comp, source, out_dir, y, folds, train_ids, test_ids, task: Task, seed, inputs,
@@ -374,7 +377,7 @@ def finish_cv(model, *, comp, source, out_dir, y, folds, train_ids, test_ids, ta
 
             raise StageError(f"{model.name}: {refit_path} is missing or damaged; run the same command again to refit")
         with np.load(refit_path, allow_pickle=False) as z:
-            test_sum = z["test_pred"].astype(np.float64)  # the refitted model's alone
+            test_pred = z["test_pred"].astype(np.float64)  # the refitted model's alone
             refit = {"fit_seconds": float(z["fit_s"]), "predict_seconds": float(z["predict_s"]),
                      **json.loads(str(z["info"]))}
     elif 0 < n_test_folds < n_folds:  # some fold checkpoints without test predictions: never average fewer
@@ -382,6 +385,8 @@ def finish_cv(model, *, comp, source, out_dir, y, folds, train_ids, test_ids, ta
 
         raise StageError(f"{model.name}: {n_folds - n_test_folds} fold checkpoint(s) in {out_dir / 'folds'} lack "
                            "test predictions; run the same command again to make them")
+    else:
+        test_pred = test_sum / n_folds if test_sum is not None else None  # the fold models' average
     if np.isnan(oof[validated]).any():
         raise RuntimeError(f"{model.name}: out-of-fold predictions do not cover every validated train row")
     n_fit_only = int((~validated).sum())
@@ -393,9 +398,8 @@ def finish_cv(model, *, comp, source, out_dir, y, folds, train_ids, test_ids, ta
     oof_df.insert(1, FOLD, folds.astype(np.int16))
     oof_df.insert(2, task.label_column, y)
     write_parquet(out_dir / "oof.parquet", oof_df)
-    if test_sum is not None:
-        write_parquet(out_dir / "test.parquet", pred_frame(test_ids, test_sum / n_folds if refit is None else test_sum,
-                                                           task.pred_columns))
+    if test_pred is not None:
+        write_parquet(out_dir / "test.parquet", pred_frame(test_ids, test_pred, task.pred_columns))
 
     overall = task.score(y, oof)
     fold_ll = [f["log_loss"] for f in per_fold]
@@ -409,7 +413,7 @@ def finish_cv(model, *, comp, source, out_dir, y, folds, train_ids, test_ids, ta
         "fit_seconds": float(np.sum(fit_s)), "predict_seconds": float(np.sum(predict_s)),
         "fit_seconds_per_fold": fit_s, "predict_seconds_per_fold": predict_s,
         **({"test_from": "refit", "refit": refit} if refit is not None else
-           {"test_from": "folds"} if test_sum is not None else {}),
+           {"test_from": "folds"} if test_pred is not None else {}),
     }
     write_json(out_dir / "metrics.json", metrics)
     write_json(out_dir / "params.json", {"model": model.name, "params": model.params, "seed": seed})
